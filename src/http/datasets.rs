@@ -639,16 +639,24 @@ pub async fn create_pca_dataset(
     Path(id): Path<String>,
     AppJson(body): AppJson<CreatePcaRequest>,
 ) -> Result<Response, ApiError> {
-    let parent = store::datasets::get(&state.store, &id).await.map_err(|e| dataset_error(e, &id))?;
+    let parent = store::datasets::get(&state.store, &id)
+        .await
+        .map_err(|e| dataset_error(e, &id))?;
     let k = body.n_components;
     if k < 1 || k as u64 > parent.n_features {
         return Err(ApiError::invalid(
             "n_components",
-            format!("must be between 1 and the {} features of the dataset", parent.n_features),
+            format!(
+                "must be between 1 and the {} features of the dataset",
+                parent.n_features
+            ),
         ));
     }
     if parent.n_samples < 2 {
-        return Err(ApiError::invalid("id", "PCA needs a dataset of at least 2 samples"));
+        return Err(ApiError::invalid(
+            "id",
+            "PCA needs a dataset of at least 2 samples",
+        ));
     }
     let name = match body.name.as_deref().map(str::trim) {
         Some(n) if n.is_empty() || n.chars().count() > 200 => {
@@ -657,18 +665,28 @@ pub async fn create_pca_dataset(
         Some(n) => n.to_string(),
         None => format!("{}-pca{k}", parent.name),
     };
-    let arrays = store::datasets::load_arrays(&state.store, &id).await.map_err(|e| dataset_error(e, &id))?;
+    let arrays = store::datasets::load_arrays(&state.store, &id)
+        .await
+        .map_err(|e| dataset_error(e, &id))?;
     let k = k as usize;
     let (pca, z) = tokio::task::spawn_blocking(move || {
-        crate::nn::Pca::fit(arrays.x.view(), crate::nn::PcaSize::Components(k))
-            .map(|pca| {
-                let z = pca.transform(arrays.x.view());
-                (pca, z, arrays.labels)
-            })
+        crate::nn::Pca::fit(arrays.x.view(), crate::nn::PcaSize::Components(k)).map(|pca| {
+            let z = pca.transform(arrays.x.view());
+            (pca, z, arrays.labels)
+        })
     })
     .await
     .map_err(|e| anyhow::anyhow!("PCA task failed: {e}"))?
-    .map(|(pca, z, labels)| (pca, Dataset { x: z, labels, input_shape: vec![k] }))
+    .map(|(pca, z, labels)| {
+        (
+            pca,
+            Dataset {
+                x: z,
+                labels,
+                input_shape: vec![k],
+            },
+        )
+    })
     .map_err(|e| ApiError::invalid("n_components", e.to_string()))?;
     let ratios = pca.explained_variance_ratio.clone();
     let new = NewDataset {

@@ -21,9 +21,15 @@ fn every_operation_has_an_operation_id_and_every_response_a_description() {
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             ops += 1;
-            assert!(op["operationId"].is_string(), "{method} {path} has no operationId");
+            assert!(
+                op["operationId"].is_string(),
+                "{method} {path} has no operationId"
+            );
             for (status, res) in op["responses"].as_object().unwrap() {
-                assert!(res["description"].is_string(), "{method} {path} {status} has no description");
+                assert!(
+                    res["description"].is_string(),
+                    "{method} {path} {status} has no description"
+                );
             }
         }
     }
