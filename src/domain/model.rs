@@ -193,7 +193,7 @@ impl LayerSpec {
         out
     }
 
-    fn to_nn(&self) -> nn::LayerConfig {
+    pub fn to_nn(&self) -> nn::LayerConfig {
         let kind = match self {
             LayerSpec::Flatten(_) => nn::LayerKind::Flatten,
             LayerSpec::Dense(l) => nn::LayerKind::Dense {

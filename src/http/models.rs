@@ -172,11 +172,14 @@ fn parse_create(body: &Value, param_cap: u64) -> Result<(String, ModelSpec, Summ
         }
     };
     let mut layers = Vec::new();
+    // Positions of the layers that parsed, so their own rules can still be reported when others did not.
+    let mut parsed = Vec::new();
     match obj.get("layers") {
         None => errors.push(FieldError::new("layers", "is required")),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 if let Some(layer) = parse_layer(&format!("layers[{i}]"), item, &mut errors) {
+                    parsed.push(i);
                     layers.push(layer);
                 }
             }
@@ -184,6 +187,10 @@ fn parse_create(body: &Value, param_cap: u64) -> Result<(String, ModelSpec, Summ
         Some(_) => errors.push(FieldError::new("layers", "must be an array of layers")),
     }
     if !errors.is_empty() {
+        for (layer, i) in layers.iter().zip(parsed) {
+            errors.extend(layer.to_nn().field_errors(i));
+        }
+        errors.sort_by(|a, b| natural_field_order(&a.field, &b.field));
         return Err(ApiError::validation(errors));
     }
     let spec = ModelSpec { input_shape, layers };
@@ -397,4 +404,16 @@ fn prefers_text(headers: &HeaderMap) -> bool {
         (Some(t), Some(j)) => t < j,
         _ => false,
     }
+}
+
+/// Orders field paths as they appear in the request (`layers[2]` before `layers[10]`).
+fn natural_field_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |f: &str| {
+        let index = f
+            .strip_prefix("layers[")
+            .and_then(|r| r.split(']').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        (index.is_some(), index)
+    };
+    key(a).cmp(&key(b))
 }

@@ -95,6 +95,49 @@ impl LayerConfig {
     pub fn new(kind: LayerKind) -> Self {
         LayerConfig { name: None, kind }
     }
+
+    /// The rules on this layer's own fields, which hold whatever comes before it (unlike shapes and
+    /// parameter counts); `index` is the layer's position, for the field paths.
+    pub fn field_errors(&self, index: usize) -> Vec<FieldError> {
+        let field = |f: &str| format!("layers[{index}].{f}");
+        let mut errors = Vec::new();
+        match &self.kind {
+            LayerKind::Flatten => {}
+            LayerKind::Dense { units, .. } => {
+                if *units == 0 {
+                    errors.push(FieldError::new(field("units"), "must be at least 1"));
+                }
+            }
+            LayerKind::Dropout { rate } => {
+                if !(rate.is_finite() && (0.0..1.0).contains(rate)) {
+                    errors.push(FieldError::new(field("rate"), "must be in [0, 1)"));
+                }
+            }
+            LayerKind::Rescaling { scale, offset } => {
+                if !scale.is_finite() {
+                    errors.push(FieldError::new(field("scale"), "must be a finite number"));
+                }
+                if !offset.is_finite() {
+                    errors.push(FieldError::new(field("offset"), "must be a finite number"));
+                }
+            }
+            LayerKind::Pca {
+                size: PcaSize::Components(k),
+            } => {
+                if *k == 0 {
+                    errors.push(FieldError::new(field("n_components"), "must be at least 1"));
+                }
+            }
+            LayerKind::Pca {
+                size: PcaSize::Variance(v),
+            } => {
+                if !(v.is_finite() && *v > 0.0 && *v <= 1.0) {
+                    errors.push(FieldError::new(field("variance"), "must be in (0, 1]"));
+                }
+            }
+        }
+        errors
+    }
 }
 
 /// A Sequential model: the shape of one input sample (no batch axis) and its layers in order.
@@ -218,13 +261,11 @@ impl ModelConfig {
         let (mut total, mut trainable): (Option<u64>, Option<u64>) = (Some(0), Some(0));
         for (i, (layer, name)) in self.layers.iter().zip(&names).enumerate() {
             let field = |f: &str| format!("layers[{i}].{f}");
+            errors.extend(layer.field_errors(i));
             let features: Dim = flat_len(&shape);
             let (out, params, is_trainable): (Vec<Dim>, Option<u64>, bool) = match &layer.kind {
                 LayerKind::Flatten => (vec![features], Some(0), true),
                 LayerKind::Dense { units, use_bias, .. } => {
-                    if *units == 0 {
-                        errors.push(FieldError::new(field("units"), "must be at least 1"));
-                    }
                     if shape.len() != 1 {
                         errors.push(FieldError::new(
                             format!("layers[{i}]"),
@@ -243,27 +284,11 @@ impl ModelConfig {
                     }
                     (out, params, true)
                 }
-                LayerKind::Dropout { rate } => {
-                    if !(rate.is_finite() && (0.0..1.0).contains(rate)) {
-                        errors.push(FieldError::new(field("rate"), "must be in [0, 1)"));
-                    }
-                    (shape.clone(), Some(0), true)
-                }
-                LayerKind::Rescaling { scale, offset } => {
-                    if !scale.is_finite() {
-                        errors.push(FieldError::new(field("scale"), "must be a finite number"));
-                    }
-                    if !offset.is_finite() {
-                        errors.push(FieldError::new(field("offset"), "must be a finite number"));
-                    }
-                    (shape.clone(), Some(0), true)
-                }
+                LayerKind::Dropout { .. } | LayerKind::Rescaling { .. } => (shape.clone(), Some(0), true),
                 LayerKind::Pca { size } => {
                     let k: Dim = match size {
                         PcaSize::Components(k) => {
-                            if *k == 0 {
-                                errors.push(FieldError::new(field("n_components"), "must be at least 1"));
-                            } else if let Some(f) = features
+                            if let Some(f) = features
                                 && *k > f
                             {
                                 errors.push(FieldError::new(
@@ -273,12 +298,7 @@ impl ModelConfig {
                             }
                             Some(*k)
                         }
-                        PcaSize::Variance(v) => {
-                            if !(v.is_finite() && *v > 0.0 && *v <= 1.0) {
-                                errors.push(FieldError::new(field("variance"), "must be in (0, 1]"));
-                            }
-                            fitted_pca.get(&i).copied()
-                        }
+                        PcaSize::Variance(_) => fitted_pca.get(&i).copied(),
                     };
                     // Mean (features) and components (features x k), stored with the weights, never trained.
                     let params = match (features, k) {
@@ -391,14 +411,14 @@ impl Summary {
                 *w = (*w).max(c.len());
             }
         }
-        let widths = [widths[0] + 4, widths[1] + 4, widths[2]];
-        let line_len = widths.iter().sum::<usize>() + 2;
-        let mut t = String::new();
-        writeln!(t, "Model: \"{model_name}\"").unwrap();
-        writeln!(t, "{}", "┏".to_string() + &"━".repeat(line_len) + "┓").unwrap();
-        let fmt_line = |c: &[String; 3]| {
+        // Keras pads each column and frames the table with heavy rules for the header, light below.
+        let rule = |l: &str, fill: &str, mid: &str, r: &str| {
+            let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
+            format!("{l}{}{r}", parts.join(mid))
+        };
+        let line = |c: &[String; 3], bar: &str| {
             format!(
-                "┃ {:<w0$}{:<w1$}{:>w2$} ┃",
+                "{bar} {:<w0$} {bar} {:<w1$} {bar} {:>w2$} {bar}",
                 c[0],
                 c[1],
                 c[2],
@@ -407,15 +427,18 @@ impl Summary {
                 w2 = widths[2]
             )
         };
-        writeln!(t, "{}", fmt_line(&headers.map(String::from))).unwrap();
-        writeln!(t, "{}", "┡".to_string() + &"━".repeat(line_len) + "┩").unwrap();
+        let mut t = String::new();
+        writeln!(t, "Model: \"{model_name}\"").unwrap();
+        writeln!(t, "{}", rule("┏", "━", "┳", "┓")).unwrap();
+        writeln!(t, "{}", line(&headers.map(String::from), "┃")).unwrap();
+        writeln!(t, "{}", rule("┡", "━", "╇", "┩")).unwrap();
         for (i, row) in cells.iter().enumerate() {
-            writeln!(t, "{}", fmt_line(row)).unwrap();
+            writeln!(t, "{}", line(row, "│")).unwrap();
             if i + 1 < cells.len() {
-                writeln!(t, "├{}┤", "─".repeat(line_len)).unwrap();
+                writeln!(t, "{}", rule("├", "─", "┼", "┤")).unwrap();
             }
         }
-        writeln!(t, "└{}┘", "─".repeat(line_len)).unwrap();
+        writeln!(t, "{}", rule("└", "─", "┴", "┘")).unwrap();
         writeln!(
             t,
             " Total params: {} ({})",
@@ -477,6 +500,10 @@ mod tests {
         assert_eq!(s.output_shape, vec![Some(10)]);
         let table = s.to_table("fashion-mlp");
         assert!(table.contains("dense_1 (Dense)"), "{table}");
+        let row = table.lines().find(|l| l.contains("dense (Dense)")).unwrap();
+        assert!(row.starts_with("│ dense (Dense) ") && row.ends_with(" 78,500 │"), "{table}");
+        let header = table.lines().nth(2).unwrap();
+        assert_eq!(header.matches('┃').count(), 4, "{table}");
         assert!(table.contains("Total params: 79,510 (310.59 KB)"), "{table}");
     }
 

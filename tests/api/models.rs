@@ -100,6 +100,7 @@ async fn every_bad_field_of_a_spec_is_listed_in_one_422() {
         "input_shape[1]",
         "layers[1].units",
         "layers[1].activation",
+        "layers[2].rate",
         "layers[3].type",
         "layers[4].colour",
     ] {
