@@ -1,6 +1,10 @@
 //! The small classic datasets shipped inside the binary (UCI, as distributed with scikit-learn).
 
-use super::{Dataset, Error, TaskHint};
+use ndarray::Axis;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use super::{Dataset, Error, Labels, TaskHint};
 
 /// A dataset embedded in the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +57,33 @@ impl Builtin {
                 ("label", None, TaskHint::Classification)
             }
         };
-        super::csv::load(self.csv(), self.name(), Some(label), shape, task)
+        let mut d = super::csv::load(self.csv(), self.name(), Some(label), shape, task)?;
+        if matches!(self, Builtin::Iris | Builtin::Wine) {
+            // These two ship sorted by class, so Keras's `validation_split` (the last fraction,
+            // taken before shuffling) would validate on one class only. A fixed seeded order keeps
+            // the dataset the same on every server while making the last fraction representative.
+            d = shuffled(d, 0);
+        }
+        Ok(d)
+    }
+}
+
+/// The rows of `d` in a seeded random order (Fisher-Yates).
+fn shuffled(d: Dataset, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..d.x.nrows()).collect();
+    for i in (1..order.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let labels = match d.labels {
+        Labels::Classes(y) => Labels::Classes(y.select(Axis(0), &order)),
+        Labels::Targets(y) => Labels::Targets(y.select(Axis(0), &order)),
+    };
+    Dataset {
+        x: d.x.select(Axis(0), &order),
+        labels,
+        input_shape: d.input_shape,
     }
 }
 
@@ -74,6 +104,24 @@ mod tests {
             let d = b.load().unwrap();
             assert_eq!(d.x.dim(), (n, f), "{}", b.name());
             assert_eq!(matches!(d.labels, Labels::Targets(_)), b == Builtin::Diabetes);
+        }
+    }
+
+    #[test]
+    fn class_sorted_builtins_have_every_class_in_their_last_fifth() {
+        for b in [Builtin::Iris, Builtin::Wine] {
+            let Labels::Classes(y) = b.load().unwrap().labels else {
+                panic!()
+            };
+            let tail = &y.as_slice().unwrap()[y.len() * 4 / 5..];
+            for class in 0..3 {
+                assert!(
+                    tail.contains(&class),
+                    "{} lacks class {class} in its last fifth",
+                    b.name()
+                );
+            }
+            assert_eq!(b.load().unwrap().labels, Labels::Classes(y), "the order is fixed");
         }
     }
 }

@@ -501,7 +501,10 @@ mod tests {
         let table = s.to_table("fashion-mlp");
         assert!(table.contains("dense_1 (Dense)"), "{table}");
         let row = table.lines().find(|l| l.contains("dense (Dense)")).unwrap();
-        assert!(row.starts_with("│ dense (Dense) ") && row.ends_with(" 78,500 │"), "{table}");
+        assert!(
+            row.starts_with("│ dense (Dense) ") && row.ends_with(" 78,500 │"),
+            "{table}"
+        );
         let header = table.lines().nth(2).unwrap();
         assert_eq!(header.matches('┃').count(), 4, "{table}");
         assert!(table.contains("Total params: 79,510 (310.59 KB)"), "{table}");
