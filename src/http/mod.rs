@@ -3,6 +3,7 @@
 // pub mod datasets;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod models;
 pub mod pagination;
 pub mod state;
@@ -38,6 +39,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "health", description = "Liveness and readiness probes"),
         (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
         (name = "models", description = "Model architectures (Sequential specs)"),
+        (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
     ),
 
     components(schemas(Problem, ProblemField)),
@@ -46,7 +48,9 @@ struct ApiDoc;
 
 /// Routes and their OpenAPI description, before state is attached.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new().merge(models::router());
+    let v1 = OpenApiRouter::new()
+        .merge(models::router())
+        .merge(jobs::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/v1", v1)

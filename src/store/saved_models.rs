@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Error, Store, map_sqlx};
 use crate::nn::NamedTensor;
@@ -109,7 +109,7 @@ pub async fn insert(store: &Store, row: &SavedModelRow) -> Result<(), Error> {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<SavedModelRow, Error> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saved_models WHERE id = ?"))
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM saved_models WHERE id = ?")))
         .bind(id)
         .fetch_optional(&store.pool)
         .await?
