@@ -6,5 +6,6 @@ mod api {
     pub mod support;
 
     mod errors;
+    mod jobs;
     mod models;
 }
