@@ -5,7 +5,9 @@
 mod api {
     pub mod support;
 
+    mod datasets;
     mod errors;
     mod jobs;
     mod models;
+    mod openapi;
 }
