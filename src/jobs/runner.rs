@@ -94,7 +94,10 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
         Ok(j) if j.cancel_requested => flags.stop.store(true, Ordering::SeqCst),
         _ => {}
     }
-    if let Ok(seq) = shared.rt.block_on(store::jobs::last_event_seq(&shared.store, &job.id)) {
+    if let Ok(seq) = shared
+        .rt
+        .block_on(store::jobs::last_event_seq(&shared.store, &job.id))
+    {
         flags.last_seq.store(seq, Ordering::SeqCst);
     }
     tracing::info!(job = %job.id, attempt = job.attempts, "job started");
@@ -164,7 +167,10 @@ fn metrics_json(logs: &EpochLogs, accuracy: bool) -> Value {
 }
 
 fn monitored(history: &[EpochLogs], metric: &str) -> Vec<f64> {
-    history.iter().map(|l| l.get(metric).unwrap_or(f64::NAN)).collect()
+    history
+        .iter()
+        .map(|l| l.get(metric).unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunError> {
@@ -328,9 +334,7 @@ fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunErr
         }
         return Ok(Ended::Requeued);
     }
-    let best = rt
-        .block_on(store::jobs::get(&shared.store, &job.id))?
-        .best_epoch;
+    let best = rt.block_on(store::jobs::get(&shared.store, &job.id))?.best_epoch;
     let status = status_data(JobStatus::Cancelled, None, job.attempts);
     let done = json!({"status": "cancelled", "stop_reason": "cancelled", "error": null,
                       "saved_model_id": null, "best_epoch": best})
@@ -400,7 +404,11 @@ fn succeed(
         weights: encode_weights(&model.tensors()),
         created_at: now_rfc3339(),
     };
-    let status = status_data(JobStatus::Succeeded, history.last().map(|l| l.epoch as i64), job.attempts);
+    let status = status_data(
+        JobStatus::Succeeded,
+        history.last().map(|l| l.epoch as i64),
+        job.attempts,
+    );
     let done = json!({"status": "succeeded", "stop_reason": stop_reason.as_str(), "error": null,
                       "saved_model_id": saved.id, "best_epoch": best})
     .to_string();
