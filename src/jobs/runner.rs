@@ -49,10 +49,8 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
         if shared.shutdown.is_cancelled() {
             return;
         }
-        let notified = shared.queued.notified();
-        tokio::pin!(notified);
-        // Registered before looking at the queue, so a job queued in between still wakes us.
-        notified.as_mut().enable();
+        // Read before looking at the queue, so a job queued in between still wakes us.
+        let seen = shared.generation();
         let claimed = shared.rt.block_on(store::jobs::claim_next(&shared.store, |job| {
             status_data(JobStatus::Running, job.epoch, job.attempts)
         }));
@@ -64,14 +62,8 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "claiming a job failed"),
         }
-        shared.rt.block_on(async {
-            tokio::select! {
-                _ = notified => {}
-                _ = shared.shutdown.cancelled() => {}
-                // A backstop: a missed wake-up costs at most this long.
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        });
+        // The timeout is a backstop: a missed wake-up costs at most this long.
+        shared.wait_for_work(seen, Duration::from_secs(2));
     }
 }
 
