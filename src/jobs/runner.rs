@@ -55,7 +55,8 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
             status_data(JobStatus::Running, job.epoch, job.attempts)
         }));
         match claimed {
-            Ok(Some(job)) => {
+            Ok(Some((job, running))) => {
+                shared.hub.publish(&job.id, JobEvent::from(&running));
                 run_claimed(shared, job);
                 continue;
             }

@@ -195,7 +195,7 @@ pub async fn list(
 pub async fn claim_next(
     store: &Store,
     status_data: impl Fn(&JobRow) -> String,
-) -> Result<Option<JobRow>, Error> {
+) -> Result<Option<(JobRow, EventRow)>, Error> {
     // The clock is read inside the statement, so start times follow the claim order exactly.
     let row = sqlx::query(AssertSqlSafe(format!(
         "UPDATE jobs SET status = 'running', \
@@ -209,9 +209,9 @@ pub async fn claim_next(
     let Some(row) = row else { return Ok(None) };
     let job = from_row(&row)?;
     let mut tx = store.pool.begin().await?;
-    append_event(&mut tx, &job.id, "status", &status_data(&job)).await?;
+    let ev = append_event(&mut tx, &job.id, "status", &status_data(&job)).await?;
     tx.commit().await?;
-    Ok(Some(job))
+    Ok(Some((job, ev)))
 }
 
 /// Puts every `running` job back in the queue (after a crash); they keep their seq, so they run
