@@ -259,8 +259,9 @@ pub async fn create_job(
     let status = serde_json::json!({"status": "queued", "epoch": null, "attempt": 0}).to_string();
     let ev = store::jobs::insert(st, &row, &status).await?;
     state.jobs.hub().publish(&row.id, JobEvent::from(&ev));
-    state.jobs.notify_queued();
+    // Read back before waking a worker, so the response shows the job as queued.
     let row = store::jobs::get(st, &row.id).await?;
+    state.jobs.notify_queued();
     let location = format!("/v1/jobs/{}", row.id);
     let mut res = (StatusCode::ACCEPTED, AppJson(job_view(&state, row)?)).into_response();
     res.headers_mut().insert(
