@@ -475,7 +475,12 @@ pub async fn job_events(
     // Subscribe before reading the stored events, so nothing falls between the two.
     let live = state.jobs.hub().subscribe(&id);
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(follow(state, id, last, live, tx));
+    tokio::spawn(async move {
+        let hub_state = state.clone();
+        let job = id.clone();
+        follow(state, id, last, live, tx).await;
+        hub_state.jobs.hub().release(&job);
+    });
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
         .into_response())
