@@ -521,6 +521,23 @@ async fn two_workers_run_six_jobs_in_fifo_order_each_once() {
         assert_eq!(h["epoch"], json!([0, 1]));
         started.push(j["started_at"].as_str().unwrap().to_string());
     }
+    let page: Value = app.get("/v1/jobs?limit=4").await.json().await.unwrap();
+    let first: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(first, ids[..4].iter().map(String::as_str).collect::<Vec<_>>());
+    let next = page["next"].as_str().unwrap();
+    let page: Value = app
+        .get(&format!("/v1/jobs?limit=4&after={next}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert!(page["next"].is_null());
     // Same format and width (milliseconds, UTC), so string order is time order.
     let mut sorted = started.clone();
     sorted.sort();
@@ -569,6 +586,40 @@ async fn early_stopping_stops_and_restores_the_best_weights() {
     let ev = read_events(&app, job["id"].as_str().unwrap(), None, 1000).await;
     assert_eq!(ev.last().unwrap().data["stop_reason"], "early_stopping");
     assert_eq!(ev.last().unwrap().data["best_epoch"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_can_continue_from_the_weights_of_a_saved_model() {
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 32).await;
+    let first = submit(&app, &job_body(&model, &ds, 3)).await;
+    let first = wait_finished(&app, first["id"].as_str().unwrap()).await;
+    assert_eq!(first["status"], "succeeded");
+    let mut body = job_body(&model, &ds, 1);
+    body["initial_weights"] = first["saved_model_id"].clone();
+    let second = submit(&app, &body).await;
+    let second = wait_finished(&app, second["id"].as_str().unwrap()).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let h1: Value = app
+        .get(&format!("/v1/jobs/{}/history", first["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let h2: Value = app
+        .get(&format!("/v1/jobs/{}/history", second["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Starting from trained weights, the first epoch is already better than the first epoch from scratch.
+    let scratch = h1["history"]["val_loss"][0].as_f64().unwrap();
+    let continued = h2["history"]["val_loss"][0].as_f64().unwrap();
+    assert!(
+        continued < scratch,
+        "continued {continued} vs from scratch {scratch}"
+    );
 }
 
 fn free_port() -> u16 {
@@ -632,7 +683,11 @@ async fn a_job_killed_mid_training_resumes_and_ends_bit_identical_to_an_uninterr
     let ds = digits_dataset(&s.app).await;
     let model = digits_model(&s.app, 256).await;
     let epochs = 8;
-    let body = long_body(&model, &ds, epochs);
+    let mut body = long_body(&model, &ds, epochs);
+    // Callback state (early stopping's history and best weights) must survive the restart too.
+    body["callbacks"] = json!([
+        {"type": "early_stopping", "monitor": "val_loss", "patience": 100, "restore_best_weights": true},
+        {"type": "model_checkpoint", "monitor": "val_accuracy", "save_best_only": true}]);
     let job = submit(&s.app, &body).await;
     let id = job["id"].as_str().unwrap().to_string();
     wait_until(&s.app, &id, 120, |j| j["epoch"].as_i64().is_some_and(|e| e >= 1)).await;
