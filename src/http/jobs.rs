@@ -409,10 +409,12 @@ async fn follow(
         Some(true) | None => return,
     }
     loop {
+        // Biased: events already broadcast are sent before a shutdown ends the stream.
         let received = tokio::select! {
+            biased;
+            r = live.recv() => r,
             _ = shutdown.cancelled() => return,
             _ = tx.closed() => return,
-            r = live.recv() => r,
         };
         match received {
             Ok(ev) if ev.persisted && ev.seq <= last => {}

@@ -44,7 +44,10 @@ pub(crate) struct Shared {
     queued: Mutex<u64>,
     wake: Condvar,
     running: Mutex<HashMap<String, Arc<RunFlags>>>,
+    /// Workers stop claiming jobs and running jobs go back to the queue.
     shutdown: CancellationToken,
+    /// Event streams end; cancelled after the workers stopped, so their last events still go out.
+    streams: CancellationToken,
     rt: Handle,
 }
 
@@ -89,6 +92,7 @@ impl Jobs {
             wake: Condvar::new(),
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            streams: CancellationToken::new(),
             rt: Handle::current(),
         });
         let handles = (0..workers.max(1))
@@ -110,9 +114,10 @@ impl Jobs {
         &self.shared.hub
     }
 
-    /// Cancelled when the server begins shutting down; SSE streams end on it.
+    /// Cancelled when the server shuts down, once running jobs are back in the queue; SSE streams
+    /// end on it.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.shutdown.clone()
+        self.shared.streams.clone()
     }
 
     /// Wakes idle workers after a job was queued.
@@ -134,7 +139,8 @@ impl Jobs {
     }
 
     /// Stops every running job between batches (each goes back to the queue, resuming from its last
-    /// epoch checkpoint on the next start) and waits up to `grace` for the workers to exit.
+    /// epoch checkpoint on the next start), waits up to `grace` for the workers to exit, then ends
+    /// the event streams.
     pub fn shutdown(&self, grace: Duration) {
         self.shared.shutdown.cancel();
         self.shared.wake_workers();
@@ -157,5 +163,6 @@ impl Jobs {
                 tracing::warn!("a worker did not stop in time; its job resumes on the next start");
             }
         }
+        self.shared.streams.cancel();
     }
 }

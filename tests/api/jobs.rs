@@ -748,6 +748,22 @@ async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishe
     let job = submit(&s.app, &long_body(&model, &ds, 4)).await;
     let id = job["id"].as_str().unwrap().to_string();
     wait_until(&s.app, &id, 120, |j| j["epoch"].as_i64().is_some_and(|e| e >= 0)).await;
+    // An open event stream must not hold the exit.
+    let res = s
+        .app
+        .client()
+        .get(s.app.url(&format!("/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(async move {
+        let mut stream = res.bytes_stream().eventsource();
+        let mut names = Vec::new();
+        while let Some(Ok(ev)) = stream.next().await {
+            names.push(ev.event);
+        }
+        names
+    });
     let t0 = Instant::now();
     let pid = s.child.id().to_string();
     assert!(
@@ -759,6 +775,25 @@ async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishe
     );
     let status = s.child.wait().unwrap();
     assert!(status.success(), "clean exit: {status}");
+    let names = tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(names.last().map(String::as_str), Some("status"), "{names:?}");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let (status, data): (String, String) = sqlx::query_as(
+        "SELECT j.status, e.data FROM jobs j JOIN job_events e ON e.job_id = j.id \
+         WHERE j.id = ? ORDER BY e.seq DESC LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(status, "queued", "back in the queue");
+    assert!(data.contains("\"queued\""), "{data}");
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "exited within a few seconds"
