@@ -26,6 +26,12 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let epochs = args.first().copied().unwrap_or(5);
     let rounds = args.get(1).copied().unwrap_or(3);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let dir = tempfile::tempdir()?;
     let mut config = Config::for_tests(dir.path().join("fitd.db"));
     config.workers = 1;

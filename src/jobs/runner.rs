@@ -185,6 +185,7 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
     let config = spec.to_nn();
     let facts = model_facts(&config);
     let units = facts.last_dense.map_or(0, |(u, _)| u);
+    let setup = Instant::now();
     let (train, val) = rt.block_on(data::load(
         st,
         &job.dataset_id,
@@ -210,6 +211,8 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
             Trainer::new(model, plan.train.clone(), train, val)?
         }
     };
+    tracing::info!(job = %job.id, ms = setup.elapsed().as_millis() as u64, resumed_at = ?trainer.history().len(),
+        "job data loaded and trainer ready");
     let maximize = plan.checkpoint_mode.maximizes(&plan.checkpoint_monitor);
     let mut last_progress: Option<Instant> = None;
     while !trainer.is_finished() {
