@@ -4,5 +4,6 @@ pub mod data;
 pub mod domain;
 pub mod http;
 pub mod nn;
+pub mod serving;
 pub mod startup;
 pub mod store;
