@@ -6,6 +6,7 @@
 
 // pub mod datasets;
 pub mod models;
+pub mod saved_models;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
