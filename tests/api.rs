@@ -7,4 +7,5 @@ mod api {
 
     mod errors;
     mod models;
+    mod saved_models;
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod health;
 pub mod models;
 pub mod pagination;
+pub mod saved_models;
 pub mod state;
 
 use std::time::Duration;
@@ -38,6 +39,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "health", description = "Liveness and readiness probes"),
         (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
         (name = "models", description = "Model architectures (Sequential specs)"),
+        (name = "saved-models", description = "Trained weights: predictions, evaluation, weights files, export and import"),
     ),
 
     components(schemas(Problem, ProblemField)),
@@ -46,7 +48,9 @@ struct ApiDoc;
 
 /// Routes and their OpenAPI description, before state is attached.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new().merge(models::router());
+    let v1 = OpenApiRouter::new()
+        .merge(models::router())
+        .merge(saved_models::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/v1", v1)
