@@ -5,7 +5,9 @@
 mod api {
     pub mod support;
 
+    mod datasets;
     mod errors;
     mod models;
+    mod openapi;
     mod saved_models;
 }

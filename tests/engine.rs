@@ -996,7 +996,11 @@ fn book_model_reaches_95_percent_on_mnist_within_10_epochs() {
         restore_best_weights: true,
         ..Default::default()
     });
-    let model = Model::new(&book_model(), 0).unwrap();
+    let model = Model::new(
+        &book_model(),
+        std::env::var("S").map_or(0, |v| v.parse().unwrap()),
+    )
+    .unwrap();
     let val = Data::new(xv.clone(), Targets::Classes(yv.clone()));
     let (model, history) = fitd::nn::fit(model, cfg, (x, Targets::Classes(y)), Some(val), |l| {
         if l.val_accuracy.unwrap() >= 0.95 {
