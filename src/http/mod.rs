@@ -3,6 +3,7 @@
 pub mod datasets;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod models;
 pub mod pagination;
 pub mod saved_models;
@@ -40,6 +41,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
         (name = "models", description = "Model architectures (Sequential specs)"),
         (name = "saved-models", description = "Trained weights: predictions, evaluation, weights files, export and import"),
+        (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
     ),
 
     paths(datasets::get_dataset_sample),
@@ -53,7 +55,8 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(datasets::router(max_upload_bytes))
         .merge(models::router())
-        .merge(saved_models::router());
+        .merge(saved_models::router())
+        .merge(jobs::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/v1", v1)

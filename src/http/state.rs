@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::serving::ModelCache;
+use crate::jobs::Jobs;
 use crate::store::Store;
 
 /// Shared by all handlers; every field is cheap to clone (an `Arc` or a pool handle).
@@ -19,10 +20,12 @@ pub struct AppState {
     pub http_client: reqwest::Client,
     /// Decoded saved models, so predictions never touch SQLite once a model is warm.
     pub models: Arc<ModelCache>,
+    /// The training job system: worker pool, event hub, cancellation.
+    pub jobs: Jobs,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store) -> anyhow::Result<AppState> {
+    pub fn new(config: Config, store: Store, jobs: Jobs) -> anyhow::Result<AppState> {
         let http_client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("fitd/", env!("CARGO_PKG_VERSION")))
@@ -32,6 +35,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             http_client,
+            jobs,
         })
     }
 }

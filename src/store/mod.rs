@@ -5,6 +5,7 @@
 //! renamed into place before the metadata row is inserted, so a crash never leaves a row without data.
 
 pub mod datasets;
+pub mod jobs;
 pub mod models;
 pub mod saved_models;
 

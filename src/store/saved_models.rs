@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Error, Store, map_sqlx};
 use crate::nn::NamedTensor;
@@ -78,6 +78,8 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelRow, Error> {
     })
 }
 
+const COLUMNS: &str = "id, model_id, job_id, epoch, source, metrics, spec, weights, created_at";
+
 /// Inserts a saved model on any executor (the pool or an open transaction).
 pub async fn insert_with<'e, E>(executor: E, row: &SavedModelRow) -> Result<(), Error>
 where
@@ -107,9 +109,7 @@ pub async fn insert(store: &Store, row: &SavedModelRow) -> Result<(), Error> {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<SavedModelRow, Error> {
-    let row = sqlx::query(
-        "SELECT id, model_id, job_id, epoch, source, metrics, spec, weights, created_at FROM saved_models WHERE id = ?",
-    )
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM saved_models WHERE id = ?")))
         .bind(id)
         .fetch_optional(&store.pool)
         .await?
