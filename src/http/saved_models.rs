@@ -16,9 +16,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
 use crate::domain::model::ModelSpec;
-use crate::nn::{self, FieldError, NamedTensor};
+use crate::data::Labels;
+use crate::nn::{self, FieldError, NamedTensor, Targets};
 use crate::serving::predict::{self, Prediction};
-use crate::serving::{ExportMeta, FormatError, Nested, OutputKind, ServedModel, formats, image};
+use crate::serving::{
+    EvaluationView, ExportMeta, FormatError, Nested, OutputKind, ServedModel, formats, image,
+};
 use crate::store::{
     self,
     models::ModelRow,
@@ -36,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_saved_model, list_saved_models))
         .routes(routes!(get_saved_model, delete_saved_model))
+        .routes(routes!(evaluate))
         .routes(routes!(get_weights))
         .routes(routes!(export_saved_model))
         .merge(large_bodies)
@@ -591,6 +595,59 @@ pub fn json_with_timing<const N: usize>(body: Vec<u8>, spans: [(&str, Instant, I
         h.insert("server-timing", v);
     }
     res
+}
+
+/// Evaluate a saved model on a labelled dataset: loss, accuracy and a confusion matrix.
+///
+/// The loss follows the output layer: sparse categorical crossentropy for softmax classifiers
+/// (categorical for one-hot targets), binary crossentropy for one sigmoid unit, mean squared error
+/// otherwise.
+#[utoipa::path(post, path = "/saved-models/{id}/evaluate", operation_id = "evaluate", tag = "saved-models",
+    params(("id" = String, Path, description = "Saved model id")),
+    request_body = EvaluateRequest,
+    responses(
+        (status = 200, description = "Loss, accuracy, sample count and confusion matrix (`[true][predicted]`)", body = EvaluationView),
+        (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown dataset, or one whose shape or labels do not fit the model", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn evaluate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<EvaluateRequest>,
+) -> Result<AppJson<EvaluationView>, ApiError> {
+    let served = served_model(&state, &id).await?;
+    let data = store::datasets::load_arrays(&state.store, &req.dataset_id)
+        .await
+        .map_err(|e| match e {
+            store::Error::NotFound(_) => ApiError::invalid(
+                "dataset_id",
+                format!("dataset {:?} does not exist", req.dataset_id),
+            ),
+            other => other.into(),
+        })?;
+    if data.x.ncols() != served.input_dim() {
+        return Err(ApiError::invalid(
+            "dataset_id",
+            format!(
+                "the dataset's samples have shape {:?} ({} features) but the model's input shape {:?} needs {}",
+                data.input_shape,
+                data.x.ncols(),
+                served.spec.input_shape,
+                served.input_dim()
+            ),
+        ));
+    }
+    let targets = match data.labels {
+        Labels::Classes(c) => Targets::Classes(c),
+        Labels::Targets(t) => Targets::Dense(t),
+    };
+    let view = tokio::task::spawn_blocking(move || {
+        predict::evaluate(&served.model, served.kind, data.x.view(), &targets)
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(|e| ApiError::invalid("dataset_id", e.to_string()))?;
+    Ok(AppJson(view))
 }
 
 fn safetensors_response(bytes: Vec<u8>, filename: &str) -> Result<Response, ApiError> {

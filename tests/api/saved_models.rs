@@ -690,3 +690,65 @@ async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
         );
     }
 }
+
+#[tokio::test]
+async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine() {
+    let app = spawn_app().await;
+    let res = app.post_json("/v1/datasets", &json!({"name": "iris", "source": "iris"})).await;
+    assert_eq!(res.status(), 201);
+    let dataset: Value = res.json().await.unwrap();
+    let dataset_id = dataset["id"].as_str().unwrap();
+    let spec = json!({"name": "iris-lr", "input_shape": [4],
+        "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]});
+    let (model_id, model) = create_model(&app, &spec, 4).await;
+    let saved = upload(&app, &model_id, &model).await;
+    let id = saved["id"].as_str().unwrap();
+
+    let res = app
+        .post_json(&format!("/v1/saved-models/{id}/evaluate"), &json!({"dataset_id": dataset_id}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let ev: Value = res.json().await.unwrap();
+    assert_eq!(ev["n_samples"], 150);
+    assert_eq!(ev["loss_name"], "sparse_categorical_crossentropy");
+
+    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let arrays = fitd::store::datasets::load_arrays(&store, dataset_id).await.unwrap();
+    let fitd::data::Labels::Classes(labels) = arrays.labels else {
+        panic!("iris is a classification dataset")
+    };
+    let targets = fitd::nn::Targets::Classes(labels.clone());
+    let want = model
+        .evaluate(arrays.x.view(), &targets, fitd::nn::Loss::SparseCategoricalCrossentropy, 256)
+        .unwrap();
+    assert_eq!(ev["loss"].as_f64().unwrap(), want.loss);
+    assert_eq!(ev["accuracy"].as_f64().unwrap(), want.accuracy.unwrap());
+    let cm: Vec<Vec<u64>> = serde_json::from_value(ev["confusion_matrix"].clone()).unwrap();
+    assert_eq!(cm.len(), 3);
+    let rows: Vec<u64> = cm.iter().map(|r| r.iter().sum()).collect();
+    let mut per_class = [0u64; 3];
+    labels.iter().for_each(|&l| per_class[l as usize] += 1);
+    assert_eq!(rows, per_class);
+    let trace: u64 = (0..3).map(|i| cm[i][i]).sum();
+    assert_eq!(trace as f64 / 150.0, want.accuracy.unwrap());
+
+    let problem = assert_problem(
+        app.post_json(&format!("/v1/saved-models/{id}/evaluate"), &json!({"dataset_id": "nope"})).await,
+        422,
+    )
+    .await;
+    assert_eq!(error_fields(&problem), ["dataset_id"]);
+    let (book_id, _) = book_saved_model(&app).await;
+    let problem = assert_problem(
+        app.post_json(&format!("/v1/saved-models/{book_id}/evaluate"), &json!({"dataset_id": dataset_id}))
+            .await,
+        422,
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("784"), "{problem}");
+    assert_problem(
+        app.post_json("/v1/saved-models/nope/evaluate", &json!({"dataset_id": dataset_id})).await,
+        404,
+    )
+    .await;
+}
