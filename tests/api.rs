@@ -10,4 +10,5 @@ mod api {
     mod models;
     mod openapi;
     mod saved_models;
+    mod v2;
 }

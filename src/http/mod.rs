@@ -8,6 +8,7 @@ pub mod models;
 pub mod pagination;
 pub mod saved_models;
 pub mod state;
+pub mod v2;
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
         (name = "models", description = "Model architectures (Sequential specs)"),
         (name = "saved-models", description = "Trained weights: predictions, evaluation, weights files, export and import"),
+        (name = "kserve-v2", description = "Open Inference Protocol (KServe v2 REST) for saved models"),
         (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
     ),
 
@@ -59,6 +61,7 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(jobs::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
+        .merge(v2::router())
         .nest("/v1", v1)
 }
 
