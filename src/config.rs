@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "FITD_MAX_PREDICT_ROWS", default_value_t = 10_000)]
     pub max_predict_rows: usize,
 
+    /// Predicts with at most this many input values run on the request's task; bigger ones go to the
+    /// blocking pool so they never stall other requests (0: always the blocking pool).
+    #[arg(long, env = "FITD_PREDICT_INLINE_VALUES", default_value_t = 65_536)]
+    pub predict_inline_values: usize,
+
     /// Bytes of decoded model weights kept in memory for predictions (default 512 MiB); the least
     /// recently used models are dropped beyond it.
     #[arg(long, env = "FITD_MODEL_CACHE_BYTES", default_value_t = 512 << 20)]
@@ -121,6 +126,7 @@ impl Config {
             log_format: LogFormat::Text,
             request_timeout_secs: 300,
             max_predict_rows: 10_000,
+            predict_inline_values: 65_536,
             model_cache_bytes: 512 << 20,
             mnist_url: "http://127.0.0.1:9/mnist/".into(),
             fashion_mnist_url: "http://127.0.0.1:9/fashion/".into(),

@@ -484,16 +484,14 @@ pub async fn delete_saved_model(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Below this many input values a predict runs on the request's own task: handing it to the
-/// blocking pool costs more than the arithmetic.
-const INLINE_PREDICT_VALUES: usize = 64 * 1024;
-
-/// Runs `model` on `x`, inline for small batches and on the blocking pool otherwise.
+/// Runs `model` on `x`: inline when `x` has at most `inline_values` values (handing a small batch to
+/// the blocking pool costs more than its arithmetic), on the blocking pool otherwise.
 pub async fn run_predict(
     model: Arc<ServedModel>,
     x: ndarray::Array2<f32>,
+    inline_values: usize,
 ) -> Result<ndarray::Array2<f32>, ApiError> {
-    let inline = x.len() <= INLINE_PREDICT_VALUES;
+    let inline = x.len() <= inline_values;
     let run = move || {
         model.model.predict(x.view()).map_err(|e| match e {
             nn::Error::NonFinite { row, col, .. } => ApiError::invalid(
@@ -571,7 +569,7 @@ pub async fn predict(
         x
     };
     let t1 = Instant::now();
-    let out = run_predict(served.clone(), x).await?;
+    let out = run_predict(served.clone(), x, state.config.predict_inline_values).await?;
     let t2 = Instant::now();
     let body = serde_json::to_vec(&PredictResponse {
         predictions: predict::shape_predictions(served.kind, out.view()),

@@ -330,7 +330,7 @@ pub async fn infer(
     .map_err(|e| ApiError::validation(vec![e]))?;
     predict::check_finite("inputs[0].data", x.view()).map_err(|e| ApiError::validation(vec![e]))?;
     let t1 = Instant::now();
-    let out = run_predict(served, x).await?;
+    let out = run_predict(served, x, state.config.predict_inline_values).await?;
     let t2 = Instant::now();
     let (rows, cols) = out.dim();
     let resp = InferResponse {
