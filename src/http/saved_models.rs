@@ -15,8 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
-use crate::domain::model::ModelSpec;
 use crate::data::Labels;
+use crate::domain::model::ModelSpec;
 use crate::nn::{self, FieldError, NamedTensor, Targets};
 use crate::serving::predict::{self, Prediction};
 use crate::serving::{
@@ -339,7 +339,10 @@ async fn file_body(state: &AppState, req: Request, part: &str) -> Result<Bytes, 
         if name == part {
             found = Some(data);
         } else {
-            return Err(ApiError::invalid(name, format!("unknown part; send the file as part `{part}`")));
+            return Err(ApiError::invalid(
+                name,
+                format!("unknown part; send the file as part `{part}`"),
+            ));
         }
     }
     found.ok_or_else(|| ApiError::invalid(part, "is required"))
@@ -504,7 +507,9 @@ pub async fn run_predict(
     if inline {
         run()
     } else {
-        tokio::task::spawn_blocking(run).await.map_err(anyhow::Error::from)?
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(anyhow::Error::from)?
     }
 }
 
@@ -531,13 +536,17 @@ pub async fn predict(
     let served = served_model(&state, &id).await?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&state, body).await?;
+    let t_read = Instant::now();
     let ct = content_type(&parts.headers);
     let max_rows = state.config.max_predict_rows;
     let x = if ct.starts_with("multipart/form-data") {
         let mut rows = Vec::new();
         for (name, data) in multipart_parts(parts, bytes).await? {
             if name != "image" {
-                return Err(ApiError::invalid(name, "unknown part; send PNG images as parts `image`"));
+                return Err(ApiError::invalid(
+                    name,
+                    "unknown part; send PNG images as parts `image`",
+                ));
             }
             let field = format!("image[{}]", rows.len());
             rows.push(
@@ -546,12 +555,18 @@ pub async fn predict(
             );
         }
         if rows.is_empty() {
-            return Err(ApiError::invalid("image", "is required: at least one PNG part `image`"));
+            return Err(ApiError::invalid(
+                "image",
+                "is required: at least one PNG part `image`",
+            ));
         }
         if rows.len() > max_rows {
             return Err(ApiError::invalid(
                 "image",
-                format!("{} images; at most {max_rows} are accepted per request", rows.len()),
+                format!(
+                    "{} images; at most {max_rows} are accepted per request",
+                    rows.len()
+                ),
             ));
         }
         let n = rows.len();
@@ -576,10 +591,19 @@ pub async fn predict(
     })
     .map_err(anyhow::Error::from)?;
     let t3 = Instant::now();
-    Ok(json_with_timing(body, [("parse", t0, t1), ("predict", t1, t2), ("encode", t2, t3)]))
+    Ok(json_with_timing(
+        body,
+        [
+            ("read", t0, t_read),
+            ("parse", t_read, t1),
+            ("predict", t1, t2),
+            ("encode", t2, t3),
+        ],
+    ))
 }
 
-/// A JSON response with a `Server-Timing` header (milliseconds, as the header's spec says).
+/// A JSON response with a `Server-Timing` header (milliseconds, as the header's spec says): `read`
+/// (model lookup and receiving the body), `parse`, `predict` and `encode`.
 pub fn json_with_timing<const N: usize>(body: Vec<u8>, spans: [(&str, Instant, Instant); N]) -> Response {
     let timing = spans
         .iter()
@@ -657,7 +681,8 @@ fn safetensors_response(bytes: Vec<u8>, filename: &str) -> Result<Response, ApiE
     );
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")).map_err(anyhow::Error::from)?,
+        HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+            .map_err(anyhow::Error::from)?,
     );
     Ok(res)
 }
@@ -671,7 +696,10 @@ fn safetensors_response(bytes: Vec<u8>, filename: &str) -> Result<Response, ApiE
         (status = 200, description = "The weights file", body = SafetensorsFile, content_type = "application/octet-stream"),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_weights(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_weights(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let served = served_model(&state, &id).await?;
     let bytes = formats::encode_weights(&served.model.tensors());
     safetensors_response(bytes, &format!("{id}.weights.safetensors"))
@@ -731,7 +759,11 @@ pub async fn import_saved_model(State(state): State<AppState>, req: Request) -> 
         )
     })?;
     let name: String = meta.name.chars().take(200).collect();
-    let name = if name.trim().is_empty() { "imported".to_string() } else { name };
+    let name = if name.trim().is_empty() {
+        "imported".to_string()
+    } else {
+        name
+    };
     let spec_json = serde_json::to_string(&meta.spec).map_err(anyhow::Error::from)?;
     let now = store::now_rfc3339();
     let model_row = ModelRow {

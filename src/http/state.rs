@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::serving::ModelCache;
 use crate::jobs::Jobs;
+use crate::serving::ModelCache;
 use crate::store::Store;
 
 /// Shared by all handlers; every field is cheap to clone (an `Arc` or a pool handle).

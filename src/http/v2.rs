@@ -48,7 +48,11 @@ impl IntoResponse for V2Error {
         let problem = self.0.to_problem();
         let mut body = serde_json::to_value(&problem).expect("a problem always serializes");
         body["error"] = Value::String(problem.detail.clone());
-        let mut res = (self.0.status_code(), serde_json::to_vec(&body).expect("JSON value")).into_response();
+        let mut res = (
+            self.0.status_code(),
+            serde_json::to_vec(&body).expect("JSON value"),
+        )
+            .into_response();
         res.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static(super::error::PROBLEM_JSON),
@@ -241,7 +245,10 @@ pub async fn model_ready(
     Path(id): Path<String>,
 ) -> Result<AppJson<ModelReadyView>, V2Error> {
     served_model(&state, &id).await?;
-    Ok(AppJson(ModelReadyView { name: id, ready: true }))
+    Ok(AppJson(ModelReadyView {
+        name: id,
+        ready: true,
+    }))
 }
 
 /// Inference: one `FP32` input `[batch, ...]`, one `FP32` output `output` `[batch, units]`.
@@ -262,16 +269,20 @@ pub async fn infer(
     let t0 = Instant::now();
     let served = served_model(&state, &id).await?;
     let limit = state.config.max_upload_bytes;
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body exceeds the limit of {limit} bytes")))?;
+    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!("the request body exceeds the limit of {limit} bytes"))
+    })?;
+    let t_read = Instant::now();
     let body: InferRequest = parse_json(&bytes)?;
     if let Some(outputs) = &body.outputs {
         for (i, o) in outputs.iter().enumerate() {
             if o.name != "output" {
                 return Err(ApiError::invalid(
                     format!("outputs[{i}].name"),
-                    format!("unknown output {:?}; the model has one output, \"output\"", o.name),
+                    format!(
+                        "unknown output {:?}; the model has one output, \"output\"",
+                        o.name
+                    ),
                 )
                 .into());
             }
@@ -345,5 +356,13 @@ pub async fn infer(
     };
     let bytes = serde_json::to_vec(&resp).map_err(|e| ApiError::Internal(e.into()))?;
     let t3 = Instant::now();
-    Ok(json_with_timing(bytes, [("parse", t0, t1), ("predict", t1, t2), ("encode", t2, t3)]))
+    Ok(json_with_timing(
+        bytes,
+        [
+            ("read", t0, t_read),
+            ("parse", t_read, t1),
+            ("predict", t1, t2),
+            ("encode", t2, t3),
+        ],
+    ))
 }

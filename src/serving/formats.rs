@@ -234,7 +234,10 @@ mod tests {
 
     #[test]
     fn garbage_is_not_safetensors() {
-        assert!(matches!(decode(b"hello world"), Err(FormatError::NotSafetensors(_))));
+        assert!(matches!(
+            decode(b"hello world"),
+            Err(FormatError::NotSafetensors(_))
+        ));
         let mut truncated = encode_weights(&tensors());
         truncated.truncate(truncated.len() - 3);
         assert!(matches!(decode(&truncated), Err(FormatError::NotSafetensors(_))));

@@ -31,11 +31,15 @@ pub fn decode_gray(bytes: &[u8], input_shape: &[u64]) -> Result<Vec<f32>, ImageE
     };
     let (want_h, want_w) = (want_h as usize, want_w as usize);
     if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Err(ImageError::NotPng("the file does not start with the PNG signature".into()));
+        return Err(ImageError::NotPng(
+            "the file does not start with the PNG signature".into(),
+        ));
     }
     let mut decoder = Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().map_err(|e| ImageError::NotPng(e.to_string()))?;
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| ImageError::NotPng(e.to_string()))?;
     let (width, height) = {
         let info = reader.info();
         (info.width as usize, info.height as usize)
@@ -93,7 +97,8 @@ pub fn encode(pixels: &[u8], width: u32, height: u32, color: ColorType) -> Vec<u
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
         let mut w = enc.write_header().expect("writing to a Vec cannot fail");
-        w.write_image_data(pixels).expect("pixel count matches the header");
+        w.write_image_data(pixels)
+            .expect("pixel count matches the header");
     }
     out
 }
@@ -120,12 +125,18 @@ mod tests {
     #[test]
     fn wrong_size_is_refused_not_resized() {
         let err = decode_gray(&encode_gray(&[0; 12], 4, 3), &[3, 3]).unwrap_err();
-        assert_eq!(err.to_string(), "the image is 4x3 (width x height) but the model expects 3x3");
+        assert_eq!(
+            err.to_string(),
+            "the image is 4x3 (width x height) but the model expects 3x3"
+        );
     }
 
     #[test]
     fn non_png_bytes_are_refused() {
-        assert!(matches!(decode_gray(b"GIF89a....", &[2, 2]), Err(ImageError::NotPng(_))));
+        assert!(matches!(
+            decode_gray(b"GIF89a....", &[2, 2]),
+            Err(ImageError::NotPng(_))
+        ));
         assert!(matches!(decode_gray(&[0; 4], &[4]), Err(ImageError::NotImage(_))));
     }
 }

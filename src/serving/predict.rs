@@ -58,12 +58,19 @@ pub struct Nested {
 impl<'de> Deserialize<'de> for Nested {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut acc = Acc::default();
-        NestedSeed { acc: &mut acc, depth: 0 }.deserialize(d)?;
+        NestedSeed {
+            acc: &mut acc,
+            depth: 0,
+        }
+        .deserialize(d)?;
         let shape = match acc.dims.iter().copied().collect::<Option<Vec<usize>>>() {
             Some(s) => s,
             None => return Err(de::Error::custom("the arrays must be rectangular")),
         };
-        Ok(Nested { data: acc.data, shape })
+        Ok(Nested {
+            data: acc.data,
+            shape,
+        })
     }
 }
 
@@ -205,7 +212,10 @@ pub fn check_finite(field: &str, x: ArrayView2<f32>) -> Result<(), FieldError> {
         None => Ok(()),
         Some(p) => Err(FieldError::new(
             format!("{field}[{}]", p / cols),
-            format!("feature {} is not a finite number (NaN, infinity or beyond float32 range)", p % cols),
+            format!(
+                "feature {} is not a finite number (NaN, infinity or beyond float32 range)",
+                p % cols
+            ),
         )),
     }
 }
@@ -215,10 +225,7 @@ pub fn check_finite(field: &str, x: ArrayView2<f32>) -> Result<(), FieldError> {
 #[serde(untagged)]
 pub enum Prediction {
     /// Softmax classifiers: the most probable class and every class's probability.
-    Class {
-        class: usize,
-        probabilities: Vec<f32>,
-    },
+    Class { class: usize, probabilities: Vec<f32> },
     /// One sigmoid unit: class 1 when `probability >= 0.5`, and the probability of class 1.
     Binary { class: u8, probability: f32 },
     /// Regressors and other outputs: the output values.
@@ -285,7 +292,11 @@ pub fn evaluate(
     let confusion_matrix = match (kind, y) {
         (OutputKind::Classifier | OutputKind::Binary, Targets::Classes(labels)) => {
             let out = model.predict(x)?;
-            let k = if kind == OutputKind::Binary { 2 } else { out.ncols() };
+            let k = if kind == OutputKind::Binary {
+                2
+            } else {
+                out.ncols()
+            };
             let mut m = vec![vec![0u64; k]; k];
             for (row, &label) in out.rows().into_iter().zip(labels) {
                 let pred = match kind {
@@ -325,7 +336,15 @@ mod tests {
 
     #[test]
     fn ragged_and_mixed_arrays_are_refused() {
-        for bad in ["[[1, 2], [3]]", "[[1, 2], 3]", "[1, [2]]", "[[[1]], [2]]", "[\"a\"]", "3", "[null]"] {
+        for bad in [
+            "[[1, 2], [3]]",
+            "[[1, 2], 3]",
+            "[1, [2]]",
+            "[[[1]], [2]]",
+            "[\"a\"]",
+            "3",
+            "[null]",
+        ] {
             assert!(parse(bad).is_err(), "{bad} was accepted");
         }
     }

@@ -109,11 +109,13 @@ pub async fn insert(store: &Store, row: &SavedModelRow) -> Result<(), Error> {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<SavedModelRow, Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM saved_models WHERE id = ?")))
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await?
-        .ok_or(Error::NotFound("saved model"))?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM saved_models WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(&store.pool)
+    .await?
+    .ok_or(Error::NotFound("saved model"))?;
     from_row(&row)
 }
 

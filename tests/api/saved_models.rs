@@ -58,7 +58,11 @@ pub fn pixels(n: usize, features: usize, seed: u32) -> Array2<f32> {
         s ^= s << 13;
         s ^= s >> 17;
         s ^= s << 5;
-        if s % 3 == 0 { (s >> 8) as f32 % 256.0 } else { 0.0 }
+        if s.is_multiple_of(3) {
+            (s >> 8) as f32 % 256.0
+        } else {
+            0.0
+        }
     })
 }
 
@@ -68,7 +72,13 @@ fn rows_json(x: &Array2<f32>, nested: Option<(usize, usize)>) -> Value {
             .into_iter()
             .map(|r| match nested {
                 None => json!(r.to_vec()),
-                Some((h, w)) => json!(r.to_vec().chunks(w).take(h).map(|c| c.to_vec()).collect::<Vec<_>>()),
+                Some((h, w)) => json!(
+                    r.to_vec()
+                        .chunks(w)
+                        .take(h)
+                        .map(|c| c.to_vec())
+                        .collect::<Vec<_>>()
+                ),
             })
             .collect(),
     )
@@ -76,7 +86,10 @@ fn rows_json(x: &Array2<f32>, nested: Option<(usize, usize)>) -> Value {
 
 async fn predict(app: &TestApp, id: &str, instances: Value) -> Value {
     let res = app
-        .post_json(&format!("/v1/saved-models/{id}/predict"), &json!({ "instances": instances }))
+        .post_json(
+            &format!("/v1/saved-models/{id}/predict"),
+            &json!({ "instances": instances }),
+        )
         .await;
     assert_eq!(res.status(), 200);
     assert!(res.headers().contains_key("server-timing"));
@@ -100,7 +113,9 @@ fn probabilities(preds: &Value) -> Vec<Vec<f32>> {
 }
 
 fn bits(rows: &[Vec<f32>]) -> Vec<Vec<u32>> {
-    rows.iter().map(|r| r.iter().map(|v| v.to_bits()).collect()).collect()
+    rows.iter()
+        .map(|r| r.iter().map(|v| v.to_bits()).collect())
+        .collect()
 }
 
 fn engine_rows(model: &Model, x: &Array2<f32>) -> Vec<Vec<f32>> {
@@ -139,7 +154,12 @@ async fn uploaded_weights_predict_exactly_like_the_engine_nested_or_flat() {
 async fn saved_models_are_listed_fetched_and_deleted() {
     let app = spawn_app().await;
     let (id, _) = book_saved_model(&app).await;
-    let got: Value = app.get(&format!("/v1/saved-models/{id}")).await.json().await.unwrap();
+    let got: Value = app
+        .get(&format!("/v1/saved-models/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["source"], "weights_upload");
     assert_eq!(got["job_id"], Value::Null);
     assert_eq!(got["epoch"], Value::Null);
@@ -174,7 +194,10 @@ async fn saved_models_are_listed_fetched_and_deleted() {
     assert_eq!(app.delete(&format!("/v1/saved-models/{id}")).await.status(), 204);
     assert_problem(app.get(&format!("/v1/saved-models/{id}")).await, 404).await;
     let res = app
-        .post_json(&format!("/v1/saved-models/{id}/predict"), &json!({"instances": [vec![0.0; 784]]}))
+        .post_json(
+            &format!("/v1/saved-models/{id}/predict"),
+            &json!({"instances": [vec![0.0; 784]]}),
+        )
         .await;
     assert_problem(res, 404).await;
     assert_problem(app.delete(&format!("/v1/saved-models/{id}")).await, 404).await;
@@ -215,7 +238,10 @@ async fn weights_download_then_load_weights_gives_identical_bytes_and_prediction
     let bytes = res.bytes().await.unwrap().to_vec();
     let (tensors, meta) = formats::decode(&bytes).unwrap();
     assert_eq!(meta["format"], formats::WEIGHTS_FORMAT);
-    let names: Vec<_> = tensors.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();
+    let names: Vec<_> = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.clone()))
+        .collect();
     assert_eq!(
         names,
         [
@@ -226,26 +252,44 @@ async fn weights_download_then_load_weights_gives_identical_bytes_and_prediction
         ]
     );
 
-    let saved: Value = app.get(&format!("/v1/saved-models/{id}")).await.json().await.unwrap();
+    let saved: Value = app
+        .get(&format!("/v1/saved-models/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let model_id = saved["model_id"].as_str().unwrap();
     let res = post_bytes(&app, &format!("/v1/models/{model_id}/weights"), bytes.clone()).await;
     assert_eq!(res.status(), 201);
-    assert!(res.headers()["location"].to_str().unwrap().starts_with("/v1/saved-models/"));
+    assert!(
+        res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/v1/saved-models/")
+    );
     let copy: Value = res.json().await.unwrap();
     let copy_id = copy["id"].as_str().unwrap();
-    let again = app.get(&format!("/v1/saved-models/{copy_id}/weights")).await.bytes().await.unwrap();
+    let again = app
+        .get(&format!("/v1/saved-models/{copy_id}/weights"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(again.to_vec(), bytes);
 
     let x = rows_json(&pixels(3, 784, 3), Some((28, 28)));
-    assert_eq!(predict(&app, &id, x.clone()).await, predict(&app, copy_id, x).await);
+    assert_eq!(
+        predict(&app, &id, x.clone()).await,
+        predict(&app, copy_id, x).await
+    );
 }
 
 #[tokio::test]
 async fn weights_upload_as_multipart_part_file_works_too() {
     let app = spawn_app().await;
     let (model_id, model) = create_model(&app, &book_model(), 3).await;
-    let part = reqwest::multipart::Part::bytes(formats::encode_weights(&model.tensors()))
-        .file_name("w.safetensors");
+    let part =
+        reqwest::multipart::Part::bytes(formats::encode_weights(&model.tensors())).file_name("w.safetensors");
     let res = app
         .client
         .post(app.url(&format!("/v1/models/{model_id}/weights")))
@@ -273,7 +317,12 @@ async fn mismatching_weights_are_a_422_listing_every_tensor() {
         shape: vec![1],
         data: vec![1.0],
     });
-    let res = post_bytes(&app, &format!("/v1/models/{model_id}/weights"), formats::encode_weights(&tensors)).await;
+    let res = post_bytes(
+        &app,
+        &format!("/v1/models/{model_id}/weights"),
+        formats::encode_weights(&tensors),
+    )
+    .await;
     let problem = assert_problem(res, 422).await;
     let mut fields = error_fields(&problem);
     fields.sort();
@@ -281,24 +330,51 @@ async fn mismatching_weights_are_a_422_listing_every_tensor() {
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("expected shape [100], got [99]"), "{detail}");
     assert!(detail.contains("dense_1.bias: missing"), "{detail}");
-    assert!(detail.contains("fc1.weight: not a weight of this model"), "{detail}");
+    assert!(
+        detail.contains("fc1.weight: not a weight of this model"),
+        "{detail}"
+    );
 
     // float64 tensors are named too.
     let data = vec![0u8; 16];
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![2], &data).unwrap();
     let f64_file = safetensors::serialize([("dense.bias", view)], None).unwrap();
-    let problem = assert_problem(post_bytes(&app, &format!("/v1/models/{model_id}/weights"), f64_file).await, 422).await;
+    let problem = assert_problem(
+        post_bytes(&app, &format!("/v1/models/{model_id}/weights"), f64_file).await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&problem), ["dense.bias"]);
     assert!(problem["detail"].as_str().unwrap().contains("F64"), "{problem}");
 
     let problem = assert_problem(
-        post_bytes(&app, &format!("/v1/models/{model_id}/weights"), b"not safetensors at all".to_vec()).await,
+        post_bytes(
+            &app,
+            &format!("/v1/models/{model_id}/weights"),
+            b"not safetensors at all".to_vec(),
+        )
+        .await,
         422,
     )
     .await;
-    assert!(problem["detail"].as_str().unwrap().contains("not a safetensors file"), "{problem}");
-    assert_problem(post_bytes(&app, &format!("/v1/models/{model_id}/weights"), Vec::new()).await, 422).await;
-    let res = post_bytes(&app, "/v1/models/nope/weights", formats::encode_weights(&model.tensors())).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a safetensors file"),
+        "{problem}"
+    );
+    assert_problem(
+        post_bytes(&app, &format!("/v1/models/{model_id}/weights"), Vec::new()).await,
+        422,
+    )
+    .await;
+    let res = post_bytes(
+        &app,
+        "/v1/models/nope/weights",
+        formats::encode_weights(&model.tensors()),
+    )
+    .await;
     assert_problem(res, 404).await;
     // Nothing was created by the refused uploads.
     let page: Value = app.get("/v1/saved-models").await.json().await.unwrap();
@@ -385,8 +461,16 @@ async fn export_then_import_rebuilds_the_model_with_bit_identical_predictions() 
         assert_eq!(bits(&probabilities(&a)), bits(&probabilities(&b)));
         assert_eq!(bits(&probabilities(&a)), bits(&engine_rows(&model, &x)));
         // Exporting the import gives the same file.
-        let file2 = app.get(&format!("/v1/saved-models/{new_id}/export")).await.bytes().await.unwrap();
-        assert_eq!(formats::decode(&file2).unwrap().0, formats::decode(&file).unwrap().0);
+        let file2 = app
+            .get(&format!("/v1/saved-models/{new_id}/export"))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            formats::decode(&file2).unwrap().0,
+            formats::decode(&file).unwrap().0
+        );
     }
 }
 
@@ -394,20 +478,47 @@ async fn export_then_import_rebuilds_the_model_with_bit_identical_predictions() 
 async fn importing_anything_but_a_fitd_export_is_a_422() {
     let app = spawn_app().await;
     let (id, _) = book_saved_model(&app).await;
-    let weights = app.get(&format!("/v1/saved-models/{id}/weights")).await.bytes().await.unwrap();
-    let problem = assert_problem(post_bytes(&app, "/v1/saved-models/import", weights.to_vec()).await, 422).await;
-    assert!(problem["detail"].as_str().unwrap().contains("without an architecture"), "{problem}");
+    let weights = app
+        .get(&format!("/v1/saved-models/{id}/weights"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let problem = assert_problem(
+        post_bytes(&app, "/v1/saved-models/import", weights.to_vec()).await,
+        422,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("without an architecture"),
+        "{problem}"
+    );
 
-    let problem = assert_problem(post_bytes(&app, "/v1/saved-models/import", b"\x08\0\0\0\0\0\0\0{}".to_vec()).await, 422).await;
+    let problem = assert_problem(
+        post_bytes(&app, "/v1/saved-models/import", b"\x08\0\0\0\0\0\0\0{}".to_vec()).await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&problem), ["file"]);
 
     // An export whose weights were swapped for a foreign model's.
-    let export = app.get(&format!("/v1/saved-models/{id}/export")).await.bytes().await.unwrap();
+    let export = app
+        .get(&format!("/v1/saved-models/{id}/export"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let (mut tensors, meta) = formats::decode(&export).unwrap();
     tensors[0].name = "linear.weight".into();
     let forged = formats::encode(&tensors, meta.clone());
     let problem = assert_problem(post_bytes(&app, "/v1/saved-models/import", forged).await, 422).await;
-    assert!(error_fields(&problem).contains(&"linear.weight".to_string()), "{problem}");
+    assert!(
+        error_fields(&problem).contains(&"linear.weight".to_string()),
+        "{problem}"
+    );
 
     // An export whose spec breaks the rules.
     let mut bad_meta = meta.clone();
@@ -416,7 +527,11 @@ async fn importing_anything_but_a_fitd_export_is_a_422() {
         json!({"input_shape": [28, 28], "layers": [{"type": "dropout", "rate": 2.0}]}).to_string(),
     );
     let (t, _) = formats::decode(&export).unwrap();
-    let problem = assert_problem(post_bytes(&app, "/v1/saved-models/import", formats::encode(&t, bad_meta)).await, 422).await;
+    let problem = assert_problem(
+        post_bytes(&app, "/v1/saved-models/import", formats::encode(&t, bad_meta)).await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&problem), ["spec.layers[0].rate"], "{problem}");
 }
 
@@ -436,7 +551,11 @@ async fn png_uploads_predict_like_their_pixels_through_rescaling() {
     let saved = upload(&app, &model_id, &model).await;
     let id = saved["id"].as_str().unwrap();
     let x = pixels(2, 784, 4);
-    let gray: Vec<Vec<u8>> = x.rows().into_iter().map(|r| r.iter().map(|&v| v as u8).collect()).collect();
+    let gray: Vec<Vec<u8>> = x
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().map(|&v| v as u8).collect())
+        .collect();
 
     let send = |parts: Vec<(&'static str, Vec<u8>)>| {
         let mut form = reqwest::multipart::Form::new();
@@ -448,8 +567,13 @@ async fn png_uploads_predict_like_their_pixels_through_rescaling() {
             .multipart(form)
             .send()
     };
-    let pngs: Vec<_> = gray.iter().map(|g| fitd::serving::image::encode_gray(g, 28, 28)).collect();
-    let res = send(vec![("image", pngs[0].clone()), ("image", pngs[1].clone())]).await.unwrap();
+    let pngs: Vec<_> = gray
+        .iter()
+        .map(|g| fitd::serving::image::encode_gray(g, 28, 28))
+        .collect();
+    let res = send(vec![("image", pngs[0].clone()), ("image", pngs[1].clone())])
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let got: Value = res.json().await.unwrap();
     assert_eq!(bits(&probabilities(&got)), bits(&engine_rows(&model, &x)));
@@ -466,8 +590,15 @@ async fn png_uploads_predict_like_their_pixels_through_rescaling() {
     let problem = assert_problem(send(vec![("image", small)]).await.unwrap(), 422).await;
     assert_eq!(error_fields(&problem), ["image[0]"]);
     assert!(problem["detail"].as_str().unwrap().contains("27x28"), "{problem}");
-    let problem = assert_problem(send(vec![("image", b"GIF89a not a png".to_vec())]).await.unwrap(), 422).await;
-    assert!(problem["detail"].as_str().unwrap().contains("not a PNG"), "{problem}");
+    let problem = assert_problem(
+        send(vec![("image", b"GIF89a not a png".to_vec())]).await.unwrap(),
+        422,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not a PNG"),
+        "{problem}"
+    );
     assert_problem(send(vec![("picture", pngs[0].clone())]).await.unwrap(), 422).await;
 
     // A model whose input is not 2-D cannot take images.
@@ -480,8 +611,13 @@ async fn png_uploads_predict_like_their_pixels_through_rescaling() {
     let flat_saved = upload(&app, &flat_id, &flat_model).await;
     let res = app
         .client
-        .post(app.url(&format!("/v1/saved-models/{}/predict", flat_saved["id"].as_str().unwrap())))
-        .multipart(reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(pngs[0].clone())))
+        .post(app.url(&format!(
+            "/v1/saved-models/{}/predict",
+            flat_saved["id"].as_str().unwrap()
+        )))
+        .multipart(
+            reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(pngs[0].clone())),
+        )
         .send()
         .await
         .unwrap();
@@ -496,16 +632,31 @@ async fn bad_predict_inputs_are_problems_naming_the_problem() {
     let path = format!("/v1/saved-models/{id}/predict");
     let cases = [
         (json!({"instances": [vec![0.0; 783]]}), "got [783]", "instances"),
-        (json!({"instances": [vec![vec![0.0; 28]; 27]]}), "got [27, 28]", "instances"),
+        (
+            json!({"instances": [vec![vec![0.0; 28]; 27]]}),
+            "got [27, 28]",
+            "instances",
+        ),
         (json!({"instances": []}), "at least one instance", "instances"),
-        (json!({"instances": vec![vec![0.0; 784]; 4]}), "holds 4 instances; at most 3", "instances"),
-        (json!({"instances": [vec![0.0; 784], vec![0.0; 10]]}), "rectangular", ""),
+        (
+            json!({"instances": vec![vec![0.0; 784]; 4]}),
+            "holds 4 instances; at most 3",
+            "instances",
+        ),
+        (
+            json!({"instances": [vec![0.0; 784], vec![0.0; 10]]}),
+            "rectangular",
+            "",
+        ),
         (json!({"instances": [["a"]]}), "invalid type", ""),
         (json!({"instance": [vec![0.0; 784]]}), "unknown field", "instance"),
     ];
     for (body, needle, field) in cases {
         let problem = assert_problem(app.post_json(&path, &body).await, 422).await;
-        assert!(problem["detail"].as_str().unwrap().contains(needle), "{needle}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{needle}: {problem}"
+        );
         if !field.is_empty() {
             assert_eq!(error_fields(&problem), [field], "{problem}");
         }
@@ -513,9 +664,17 @@ async fn bad_predict_inputs_are_problems_naming_the_problem() {
     // A value beyond float32 range becomes infinity: refused, naming the instance and feature.
     let mut row = vec![json!(0.0); 784];
     row[5] = json!(1e39);
-    let problem = assert_problem(app.post_json(&path, &json!({"instances": [vec![0.0; 784], row]})).await, 422).await;
+    let problem = assert_problem(
+        app.post_json(&path, &json!({"instances": [vec![0.0; 784], row]}))
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&problem), ["instances[1]"]);
-    assert!(problem["detail"].as_str().unwrap().contains("feature 5"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("feature 5"),
+        "{problem}"
+    );
     // NaN is not JSON.
     let res = app
         .client
@@ -536,7 +695,10 @@ async fn bad_predict_inputs_are_problems_naming_the_problem() {
         .unwrap();
     assert_problem(res, 415).await;
     let res = app
-        .post_json("/v1/saved-models/nope/predict", &json!({"instances": [vec![0.0; 784]]}))
+        .post_json(
+            "/v1/saved-models/nope/predict",
+            &json!({"instances": [vec![0.0; 784]]}),
+        )
         .await;
     let problem = assert_problem(res, 404).await;
     assert!(problem["detail"].as_str().unwrap().contains("nope"), "{problem}");
@@ -575,7 +737,14 @@ async fn binary_and_regression_models_shape_their_predictions() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["value"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .map(|p| {
+            p["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect();
     assert_eq!(bits(&values), bits(&want));
 }
@@ -622,7 +791,9 @@ async fn a_saved_model_can_be_made_from_any_stored_checkpoint() {
             .unwrap();
     }
 
-    let res = app.post_json("/v1/saved-models", &json!({"job_id": "job-7", "epoch": 4})).await;
+    let res = app
+        .post_json("/v1/saved-models", &json!({"job_id": "job-7", "epoch": 4}))
+        .await;
     assert_eq!(res.status(), 201);
     let saved: Value = res.json().await.unwrap();
     assert_eq!(saved["source"], "checkpoint");
@@ -632,14 +803,37 @@ async fn a_saved_model_can_be_made_from_any_stored_checkpoint() {
     let x = pixels(2, 784, 8);
     let got = predict(&app, saved["id"].as_str().unwrap(), rows_json(&x, None)).await;
     assert_eq!(bits(&probabilities(&got)), bits(&engine_rows(&model, &x)));
-    let filtered: Value = app.get("/v1/saved-models?job_id=job-7").await.json().await.unwrap();
+    let filtered: Value = app
+        .get("/v1/saved-models?job_id=job-7")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(filtered["items"].as_array().unwrap().len(), 1);
 
-    let problem = assert_problem(app.post_json("/v1/saved-models", &json!({"job_id": "job-7", "epoch": 3})).await, 422).await;
+    let problem = assert_problem(
+        app.post_json("/v1/saved-models", &json!({"job_id": "job-7", "epoch": 3}))
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&problem), ["epoch"]);
-    assert!(problem["detail"].as_str().unwrap().contains("[2, 4]"), "{problem}");
-    assert_problem(app.post_json("/v1/saved-models", &json!({"job_id": "nope", "epoch": 0})).await, 404).await;
-    assert_problem(app.post_json("/v1/saved-models", &json!({"job_id": "job-7"})).await, 422).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("[2, 4]"),
+        "{problem}"
+    );
+    assert_problem(
+        app.post_json("/v1/saved-models", &json!({"job_id": "nope", "epoch": 0}))
+            .await,
+        404,
+    )
+    .await;
+    assert_problem(
+        app.post_json("/v1/saved-models", &json!({"job_id": "job-7"}))
+            .await,
+        422,
+    )
+    .await;
 }
 
 /// Runs `tests/python/check_safetensors.py` on an exported model: it loads the file with
@@ -666,7 +860,12 @@ async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("model.safetensors");
-        let export = app.get(&format!("/v1/saved-models/{id}/export")).await.bytes().await.unwrap();
+        let export = app
+            .get(&format!("/v1/saved-models/{id}/export"))
+            .await
+            .bytes()
+            .await
+            .unwrap();
         std::fs::write(&file, &export).unwrap();
         let x = pixels(3, features, 12);
         let got = predict(&app, &id, rows_json(&x, None)).await;
@@ -677,7 +876,10 @@ async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
         )
         .unwrap();
         let out = std::process::Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/check_safetensors.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/check_safetensors.py"
+            ))
             .arg(&file)
             .arg(&case)
             .output()
@@ -694,7 +896,9 @@ async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
 #[tokio::test]
 async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine() {
     let app = spawn_app().await;
-    let res = app.post_json("/v1/datasets", &json!({"name": "iris", "source": "iris"})).await;
+    let res = app
+        .post_json("/v1/datasets", &json!({"name": "iris", "source": "iris"}))
+        .await;
     assert_eq!(res.status(), 201);
     let dataset: Value = res.json().await.unwrap();
     let dataset_id = dataset["id"].as_str().unwrap();
@@ -705,7 +909,10 @@ async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine()
     let id = saved["id"].as_str().unwrap();
 
     let res = app
-        .post_json(&format!("/v1/saved-models/{id}/evaluate"), &json!({"dataset_id": dataset_id}))
+        .post_json(
+            &format!("/v1/saved-models/{id}/evaluate"),
+            &json!({"dataset_id": dataset_id}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     let ev: Value = res.json().await.unwrap();
@@ -713,13 +920,20 @@ async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine()
     assert_eq!(ev["loss_name"], "sparse_categorical_crossentropy");
 
     let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
-    let arrays = fitd::store::datasets::load_arrays(&store, dataset_id).await.unwrap();
+    let arrays = fitd::store::datasets::load_arrays(&store, dataset_id)
+        .await
+        .unwrap();
     let fitd::data::Labels::Classes(labels) = arrays.labels else {
         panic!("iris is a classification dataset")
     };
     let targets = fitd::nn::Targets::Classes(labels.clone());
     let want = model
-        .evaluate(arrays.x.view(), &targets, fitd::nn::Loss::SparseCategoricalCrossentropy, 256)
+        .evaluate(
+            arrays.x.view(),
+            &targets,
+            fitd::nn::Loss::SparseCategoricalCrossentropy,
+            256,
+        )
         .unwrap();
     assert_eq!(ev["loss"].as_f64().unwrap(), want.loss);
     assert_eq!(ev["accuracy"].as_f64().unwrap(), want.accuracy.unwrap());
@@ -733,21 +947,32 @@ async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine()
     assert_eq!(trace as f64 / 150.0, want.accuracy.unwrap());
 
     let problem = assert_problem(
-        app.post_json(&format!("/v1/saved-models/{id}/evaluate"), &json!({"dataset_id": "nope"})).await,
+        app.post_json(
+            &format!("/v1/saved-models/{id}/evaluate"),
+            &json!({"dataset_id": "nope"}),
+        )
+        .await,
         422,
     )
     .await;
     assert_eq!(error_fields(&problem), ["dataset_id"]);
     let (book_id, _) = book_saved_model(&app).await;
     let problem = assert_problem(
-        app.post_json(&format!("/v1/saved-models/{book_id}/evaluate"), &json!({"dataset_id": dataset_id}))
-            .await,
+        app.post_json(
+            &format!("/v1/saved-models/{book_id}/evaluate"),
+            &json!({"dataset_id": dataset_id}),
+        )
+        .await,
         422,
     )
     .await;
     assert!(problem["detail"].as_str().unwrap().contains("784"), "{problem}");
     assert_problem(
-        app.post_json("/v1/saved-models/nope/evaluate", &json!({"dataset_id": dataset_id})).await,
+        app.post_json(
+            "/v1/saved-models/nope/evaluate",
+            &json!({"dataset_id": dataset_id}),
+        )
+        .await,
         404,
     )
     .await;

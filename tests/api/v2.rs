@@ -31,7 +31,12 @@ async fn model_metadata_and_readiness_describe_the_saved_model() {
         meta["outputs"],
         json!([{"name": "output", "datatype": "FP32", "shape": [-1, 10]}])
     );
-    let ready: Value = app.get(&format!("/v2/models/{id}/ready")).await.json().await.unwrap();
+    let ready: Value = app
+        .get(&format!("/v2/models/{id}/ready"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready, json!({"name": id, "ready": true}));
     let problem = assert_problem(app.get("/v2/models/nope/ready").await, 404).await;
     assert!(problem["error"].as_str().unwrap().contains("nope"), "{problem}");
@@ -59,14 +64,24 @@ async fn infer_returns_the_same_outputs_as_predict_for_flat_and_nested_data() {
         .iter()
         .map(|v| (v.as_f64().unwrap() as f32).to_bits())
         .collect();
-    let want: Vec<u32> = model.predict(x.view()).unwrap().iter().map(|v| v.to_bits()).collect();
+    let want: Vec<u32> = model
+        .predict(x.view())
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
     assert_eq!(got, want);
 
     // Nested data and a flat sample shape give the same answer.
     let nested: Vec<Vec<f32>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
     let body = json!({"inputs": [{"name": "x", "shape": [3, 784], "datatype": "FP32", "data": nested}],
                       "outputs": [{"name": "output"}]});
-    let out2: Value = app.post_json(&format!("/v2/models/{id}/infer"), &body).await.json().await.unwrap();
+    let out2: Value = app
+        .post_json(&format!("/v2/models/{id}/infer"), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(out2["outputs"], out["outputs"]);
 }
 
@@ -75,16 +90,38 @@ async fn bad_infer_requests_are_problems_with_an_error_member() {
     let app = spawn_app_with(|c| c.max_predict_rows = 2).await;
     let (id, _) = book_saved_model(&app).await;
     let path = format!("/v2/models/{id}/infer");
-    let input = |shape: Value, datatype: &str, n: usize| {
-        json!({"name": "x", "shape": shape, "datatype": datatype, "data": vec![0.0; n]})
-    };
+    let input = |shape: Value, datatype: &str, n: usize| json!({"name": "x", "shape": shape, "datatype": datatype, "data": vec![0.0; n]});
     let cases = [
-        (json!({"inputs": [input(json!([1, 784]), "INT32", 784)]}), "inputs[0].datatype", "FP32"),
-        (json!({"inputs": [input(json!([1, 784]), "FP32", 700)]}), "inputs[0].data", "holds 700 values"),
-        (json!({"inputs": [input(json!([1, 28, 27]), "FP32", 756)]}), "inputs[0].shape", "got [28, 27]"),
-        (json!({"inputs": [input(json!([0, 784]), "FP32", 0)]}), "inputs[0].data", "at least one"),
-        (json!({"inputs": [input(json!([3, 784]), "FP32", 3 * 784)]}), "inputs[0].data", "at most 2"),
-        (json!({"inputs": [input(json!([-1, 784]), "FP32", 784)]}), "inputs[0].shape", "non-negative"),
+        (
+            json!({"inputs": [input(json!([1, 784]), "INT32", 784)]}),
+            "inputs[0].datatype",
+            "FP32",
+        ),
+        (
+            json!({"inputs": [input(json!([1, 784]), "FP32", 700)]}),
+            "inputs[0].data",
+            "holds 700 values",
+        ),
+        (
+            json!({"inputs": [input(json!([1, 28, 27]), "FP32", 756)]}),
+            "inputs[0].shape",
+            "got [28, 27]",
+        ),
+        (
+            json!({"inputs": [input(json!([0, 784]), "FP32", 0)]}),
+            "inputs[0].data",
+            "at least one",
+        ),
+        (
+            json!({"inputs": [input(json!([3, 784]), "FP32", 3 * 784)]}),
+            "inputs[0].data",
+            "at most 2",
+        ),
+        (
+            json!({"inputs": [input(json!([-1, 784]), "FP32", 784)]}),
+            "inputs[0].shape",
+            "non-negative",
+        ),
         (json!({"inputs": []}), "inputs", "exactly one"),
         (
             json!({"inputs": [input(json!([1, 784]), "FP32", 784)], "outputs": [{"name": "logits"}]}),
@@ -95,7 +132,10 @@ async fn bad_infer_requests_are_problems_with_an_error_member() {
     for (body, field, needle) in cases {
         let problem = assert_problem(app.post_json(&path, &body).await, 422).await;
         assert_eq!(error_fields(&problem), [field], "{problem}");
-        assert!(problem["error"].as_str().unwrap().contains(needle), "{needle}: {problem}");
+        assert!(
+            problem["error"].as_str().unwrap().contains(needle),
+            "{needle}: {problem}"
+        );
     }
     let mut data = vec![json!(0.0); 784];
     data[3] = json!(-1e39);
