@@ -198,6 +198,7 @@ pub async fn served_model(state: &AppState, id: &str) -> Result<Arc<ServedModel>
     if let Some(m) = state.models.get(id) {
         return Ok(m);
     }
+    let token = state.models.removal_token();
     let row = store::saved_models::get(&state.store, id)
         .await
         .map_err(|e| saved_error(e, id))?;
@@ -210,7 +211,7 @@ pub async fn served_model(state: &AppState, id: &str) -> Result<Arc<ServedModel>
     .map_err(anyhow::Error::from)?
     .map_err(|e| anyhow::anyhow!("stored saved model {id} does not decode: {e:#}"))?;
     let served = Arc::new(served);
-    state.models.insert(served.clone());
+    state.models.insert_if_current(served.clone(), token);
     Ok(served)
 }
 

@@ -20,6 +20,9 @@ struct Inner {
     bytes: usize,
     /// Monotonic use counter; the entry with the smallest `last_used` goes first.
     clock: u64,
+    /// Bumped by every [`ModelCache::remove`], so a model decoded from a row read before a delete
+    /// is not cached after it (see [`ModelCache::insert_if_current`]).
+    removals: u64,
 }
 
 #[derive(Debug)]
@@ -81,8 +84,22 @@ impl ModelCache {
         inner.entries.insert(model.id.clone(), Entry { model, last_used });
     }
 
+    /// A token to pass to [`ModelCache::insert_if_current`]; take it before reading the database.
+    pub fn removal_token(&self) -> u64 {
+        self.lock().removals
+    }
+
+    /// Inserts `model` unless a removal happened since `token` was taken: the row it was decoded
+    /// from may be deleted by now, and caching it would keep serving a deleted model.
+    pub fn insert_if_current(&self, model: Arc<ServedModel>, token: u64) {
+        if self.lock().removals == token {
+            self.insert(model);
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         let mut inner = self.lock();
+        inner.removals += 1;
         if let Some(old) = inner.entries.remove(id) {
             inner.bytes -= old.model.size_bytes;
         }
@@ -132,6 +149,17 @@ mod tests {
         assert_eq!(cache.bytes(), 400);
         cache.remove("a");
         assert_eq!((cache.len(), cache.bytes()), (1, 200));
+    }
+
+    #[test]
+    fn a_model_read_before_a_removal_is_not_cached_after_it() {
+        let cache = ModelCache::new(1000);
+        let token = cache.removal_token();
+        cache.remove("a");
+        cache.insert_if_current(served("a", 10), token);
+        assert!(cache.get("a").is_none());
+        cache.insert_if_current(served("a", 10), cache.removal_token());
+        assert!(cache.get("a").is_some());
     }
 
     #[test]

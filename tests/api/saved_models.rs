@@ -151,6 +151,24 @@ async fn uploaded_weights_predict_exactly_like_the_engine_nested_or_flat() {
 }
 
 #[tokio::test]
+async fn a_warm_model_predicts_without_reading_sqlite() {
+    let app = spawn_app().await;
+    let (id, model) = book_saved_model(&app).await;
+    let x = pixels(1, 784, 6);
+    let before = predict(&app, &id, rows_json(&x, None)).await;
+    // Take the row away behind the server's back: only the cache can answer now.
+    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    sqlx::query("DELETE FROM saved_models WHERE id = ?")
+        .bind(&id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let after = predict(&app, &id, rows_json(&x, None)).await;
+    assert_eq!(before, after);
+    assert_eq!(bits(&probabilities(&after)), bits(&engine_rows(&model, &x)));
+}
+
+#[tokio::test]
 async fn saved_models_are_listed_fetched_and_deleted() {
     let app = spawn_app().await;
     let (id, _) = book_saved_model(&app).await;
