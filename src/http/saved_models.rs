@@ -489,7 +489,8 @@ pub async fn delete_saved_model(
 }
 
 /// Runs `model` on `x`: inline when `x` has at most `inline_values` values (handing a small batch to
-/// the blocking pool costs more than its arithmetic), on the blocking pool otherwise.
+/// the blocking pool costs more than its arithmetic), otherwise on the blocking pool, split over the
+/// cores when the batch spans several engine chunks.
 pub async fn run_predict(
     model: Arc<ServedModel>,
     x: ndarray::Array2<f32>,
@@ -497,7 +498,12 @@ pub async fn run_predict(
 ) -> Result<ndarray::Array2<f32>, ApiError> {
     let inline = x.len() <= inline_values;
     let run = move || {
-        model.model.predict(x.view()).map_err(|e| match e {
+        let threads = if inline {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        predict::predict_split(&model.model, x.view(), threads).map_err(|e| match e {
             nn::Error::NonFinite { row, col, .. } => ApiError::invalid(
                 format!("instances[{row}]"),
                 format!("feature {col} is not a finite number"),

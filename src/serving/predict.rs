@@ -220,6 +220,46 @@ pub fn check_finite(field: &str, x: ArrayView2<f32>) -> Result<(), FieldError> {
     }
 }
 
+/// Rows the engine's batched predict processes at a time; splits at multiples of it give exactly the
+/// bits one call over the whole batch would.
+const ENGINE_CHUNK: usize = 256;
+
+/// `model.predict(x)` over up to `threads` threads, splitting the rows at multiples of the engine's
+/// chunk so the result is bit-identical to a single call. Small batches run on the calling thread.
+///
+/// # Shapes
+/// `x`: `(n, features)` -> `(n, outputs)`
+pub fn predict_split(model: &nn::Model, x: ArrayView2<f32>, threads: usize) -> nn::Result<Array2<f32>> {
+    let n = x.nrows();
+    let chunks = n.div_ceil(ENGINE_CHUNK);
+    let parts = threads.clamp(1, chunks.max(1));
+    let per = chunks.div_ceil(parts) * ENGINE_CHUNK;
+    let starts: Vec<usize> = (0..n).step_by(per.max(1)).collect();
+    // A one-row part would take the engine's single-row path, whose sums differ in the last bits.
+    if starts.len() < 2 || n - starts[starts.len() - 1] < 2 {
+        return model.predict(x);
+    }
+    let outs = std::thread::scope(|scope| {
+        let handles: Vec<_> = starts[1..]
+            .iter()
+            .map(|&a| {
+                let part = x.slice(ndarray::s![a..(a + per).min(n), ..]);
+                scope.spawn(move || model.predict(part))
+            })
+            .collect();
+        let mut outs = vec![model.predict(x.slice(ndarray::s![0..per, ..]))];
+        outs.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        );
+        outs
+    });
+    let outs = outs.into_iter().collect::<nn::Result<Vec<_>>>()?;
+    let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+    Ok(ndarray::concatenate(ndarray::Axis(0), &views).expect("parts share their width"))
+}
+
 /// One prediction, shaped by the model kind.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -374,6 +414,35 @@ mod tests {
         let err = check_finite("instances", x.view()).unwrap_err();
         assert_eq!(err.field, "instances[1]");
         assert!(err.message.starts_with("feature 1 "), "{err:?}");
+    }
+
+    #[test]
+    fn split_predictions_equal_one_call_to_the_bit() {
+        let cfg = nn::ModelConfig {
+            input_shape: vec![20],
+            layers: vec![
+                nn::LayerConfig::new(nn::LayerKind::Dense {
+                    units: 16,
+                    activation: nn::Activation::Relu,
+                    use_bias: true,
+                }),
+                nn::LayerConfig::new(nn::LayerKind::Dense {
+                    units: 5,
+                    activation: nn::Activation::Softmax,
+                    use_bias: true,
+                }),
+            ],
+        };
+        let model = nn::Model::new(&cfg, 3).unwrap();
+        for n in [1, 2, 255, 257, 513, 600, 1000] {
+            let x = Array2::from_shape_fn((n, 20), |(i, j)| ((i * 31 + j * 7) % 17) as f32 - 8.0);
+            let one = model.predict(x.view()).unwrap();
+            for threads in [1, 2, 3] {
+                let split = predict_split(&model, x.view(), threads).unwrap();
+                let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&split), bits(&one), "n={n} threads={threads}");
+            }
+        }
     }
 
     #[test]

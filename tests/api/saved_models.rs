@@ -144,6 +144,11 @@ async fn uploaded_weights_predict_exactly_like_the_engine_nested_or_flat() {
         assert_eq!(p["class"], argmax);
     }
 
+    // A batch big enough to be split over the cores gives the bits of one engine call.
+    let big = pixels(600, 784, 2);
+    let got = predict(&app, &id, rows_json(&big, None)).await;
+    assert_eq!(bits(&probabilities(&got)), bits(&engine_rows(&model, &big)));
+
     // One row takes the engine's single-row path; the server must too.
     let one = x.slice(ndarray::s![0..1, ..]).to_owned();
     let single = predict(&app, &id, rows_json(&one, Some((28, 28)))).await;
