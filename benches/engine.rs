@@ -40,9 +40,9 @@ fn synthetic(seed: u64) -> (Array2<f32>, Vec<u32>) {
         let mut acc = vec![0.0; 784];
         for dy in -2i32..=2 {
             for dx in -2i32..=2 {
-                for p in 0..784 {
+                for (p, a) in acc.iter_mut().enumerate() {
                     let (r, c) = ((p / 28) as i32, (p % 28) as i32);
-                    acc[p] += up[(((r - dy).rem_euclid(28)) * 28 + (c - dx).rem_euclid(28)) as usize] / 25.0;
+                    *a += up[(((r - dy).rem_euclid(28)) * 28 + (c - dx).rem_euclid(28)) as usize] / 25.0;
                 }
             }
         }

@@ -7,6 +7,7 @@ mod api {
 
     mod datasets;
     mod errors;
+    mod jobs;
     mod models;
     mod openapi;
     mod saved_models;

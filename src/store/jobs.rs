@@ -193,15 +193,14 @@ pub async fn list(
 /// Atomically takes the oldest queued job and marks it running; `None` when the queue is empty.
 /// Also logs its `status` event.
 pub async fn claim_next(store: &Store, status_data: impl Fn(&JobRow) -> String) -> Result<Option<JobRow>, Error> {
-    let now = now_rfc3339();
+    // The clock is read inside the statement, so start times follow the claim order exactly.
     let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), updated_at = ?, \
-         attempts = attempts + 1 \
+        "UPDATE jobs SET status = 'running', \
+         started_at = COALESCE(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
+         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), attempts = attempts + 1 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
          RETURNING {COLUMNS}"
     )))
-    .bind(&now)
-    .bind(&now)
     .fetch_optional(&store.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
