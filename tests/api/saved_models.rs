@@ -1000,3 +1000,76 @@ async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine()
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_trained_job_serves_its_saved_model_and_its_last_checkpoint_gives_the_same_weights() {
+    use super::jobs::{digits_dataset, digits_model, job_body, submit, wait_finished};
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 32).await;
+    let job = submit(&app, &job_body(&model, &ds, 3)).await;
+    let job_id = job["id"].as_str().unwrap();
+    let job = wait_finished(&app, job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let saved_id = job["saved_model_id"].as_str().unwrap();
+
+    let saved: Value = app
+        .get(&format!("/v1/saved-models/{saved_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(saved["source"], "job");
+    assert_eq!(saved["job_id"], job_id);
+    assert_eq!(saved["epoch"], 2);
+    assert_eq!(saved["model_id"], model.as_str());
+    assert!(saved["metrics"]["loss"].is_number(), "{saved}");
+    assert_eq!(saved["input_shape"], json!([64]));
+
+    let ev: Value = app
+        .post_json(
+            &format!("/v1/saved-models/{saved_id}/evaluate"),
+            &json!({"dataset_id": ds}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ev["n_samples"], 1797);
+    assert!(ev["accuracy"].as_f64().unwrap() > 0.5, "{ev}");
+
+    // The last checkpoint holds the final weights: the saved model made from it predicts the same bits.
+    let res = app
+        .post_json("/v1/saved-models", &json!({"job_id": job_id, "epoch": 2}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let from_ck: Value = res.json().await.unwrap();
+    assert_eq!(from_ck["source"], "checkpoint");
+    let x = pixels(7, 64, 3).mapv(|v| (v / 16.0).floor());
+    let a = predict(&app, saved_id, rows_json(&x, None)).await;
+    let b = predict(&app, from_ck["id"].as_str().unwrap(), rows_json(&x, None)).await;
+    assert_eq!(a, b);
+    let w1 = app
+        .get(&format!("/v1/saved-models/{saved_id}/weights"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let w2 = app
+        .get(&format!(
+            "/v1/saved-models/{}/weights",
+            from_ck["id"].as_str().unwrap()
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(w1, w2);
+
+    // Training continues from a saved model (initial_weights).
+    let mut body = job_body(&model, &ds, 1);
+    body["initial_weights"] = json!(saved_id);
+    let cont = submit(&app, &body).await;
+    let cont = wait_finished(&app, cont["id"].as_str().unwrap()).await;
+    assert_eq!(cont["status"], "succeeded", "{cont}");
+}
