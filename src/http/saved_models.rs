@@ -20,7 +20,7 @@ use crate::domain::model::ModelSpec;
 use crate::nn::{self, FieldError, NamedTensor, Targets};
 use crate::serving::predict::{self, Prediction};
 use crate::serving::{
-    EvaluationView, ExportMeta, FormatError, Nested, OutputKind, ServedModel, formats, image,
+    EvaluationView, ExportMeta, FormatError, Nested, OutputKind, ServedModel, fastjson, formats, image,
 };
 use crate::store::{
     self,
@@ -584,8 +584,11 @@ pub async fn predict(
                 "send JSON {\"instances\": [...]} or multipart/form-data with PNG parts `image`".into(),
             ));
         }
-        let req: PredictRequest = parse_json(&bytes)?;
-        let x = predict::instances_matrix("instances", req.instances, &served.spec.input_shape, max_rows)
+        let instances = match fastjson::instances_body(&bytes) {
+            Some(n) => n,
+            None => parse_json::<PredictRequest>(&bytes)?.instances,
+        };
+        let x = predict::instances_matrix("instances", instances, &served.spec.input_shape, max_rows)
             .map_err(|e| ApiError::validation(vec![e]))?;
         predict::check_finite("instances", x.view()).map_err(|e| ApiError::validation(vec![e]))?;
         x

@@ -1,6 +1,7 @@
 //! Serving trained models: file formats (weights, export, checkpoint weights), PNG inputs, the
 //! decoded-model cache and prediction/evaluation shaping. Knows nothing of HTTP or SQL.
 pub mod cache;
+pub mod fastjson;
 pub mod formats;
 pub mod image;
 pub mod predict;

@@ -90,6 +90,9 @@ impl NestedSeed<'_> {
     fn leaf<E: de::Error>(self, v: f64) -> Result<(), E> {
         match self.acc.leaf_depth {
             None if self.depth == 0 => Err(E::custom("expected an array of numbers, got a single number")),
+            None if self.acc.dims.len() > self.depth => Err(E::custom(
+                "the arrays must be rectangular: numbers and arrays are mixed at the same depth",
+            )),
             None => {
                 self.acc.leaf_depth = Some(self.depth);
                 self.acc.data.push(v as f32);
