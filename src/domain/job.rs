@@ -320,7 +320,10 @@ impl CreateJobRequest {
         let optimizer = parse_optimizer(&self.compile.optimizer, &mut errors);
         let fit = &self.fit;
         if fit.epochs == 0 || fit.epochs > MAX_EPOCHS {
-            errors.push(FieldError::new("fit.epochs", format!("must be in 1..={MAX_EPOCHS}")));
+            errors.push(FieldError::new(
+                "fit.epochs",
+                format!("must be in 1..={MAX_EPOCHS}"),
+            ));
         }
         if fit.batch_size == 0 || fit.batch_size > MAX_BATCH_SIZE {
             errors.push(FieldError::new(
@@ -357,9 +360,13 @@ impl CreateJobRequest {
             let msg = if !known.contains(&monitor) {
                 Some(format!("unknown metric {monitor:?}; use one of {known:?}"))
             } else if monitor.starts_with("val_") && !has_val {
-                Some(format!("{monitor} needs validation data (validation.split or validation.dataset_id)"))
+                Some(format!(
+                    "{monitor} needs validation data (validation.split or validation.dataset_id)"
+                ))
             } else if monitor.contains("acc") && !accuracy {
-                Some(format!("{monitor} is only computed with metrics [\"accuracy\"] and a classification loss"))
+                Some(format!(
+                    "{monitor} is only computed with metrics [\"accuracy\"] and a classification loss"
+                ))
             } else {
                 None
             };
@@ -397,7 +404,11 @@ impl CreateJobRequest {
                 "model_checkpoint" => {
                     not_for("patience", cb.patience.is_some(), &mut errors);
                     not_for("min_delta", cb.min_delta.is_some(), &mut errors);
-                    not_for("restore_best_weights", cb.restore_best_weights.is_some(), &mut errors);
+                    not_for(
+                        "restore_best_weights",
+                        cb.restore_best_weights.is_some(),
+                        &mut errors,
+                    );
                     if checkpoint.is_some() {
                         errors.push(FieldError::new(f("type"), "only one model_checkpoint is allowed"));
                     }
@@ -496,18 +507,37 @@ impl JobPlan {
             let msg = match (loss, d.n_classes) {
                 (Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy, Some(k)) => {
                     if act != nn::Activation::Softmax {
-                        Some(("compile.loss", format!("{} needs a softmax output layer, the last layer uses {}", loss.as_str(), act.as_str())))
+                        Some((
+                            "compile.loss",
+                            format!(
+                                "{} needs a softmax output layer, the last layer uses {}",
+                                loss.as_str(),
+                                act.as_str()
+                            ),
+                        ))
                     } else if units < k.max(2) {
-                        Some((field, format!("the dataset has {k} classes but the output layer has {units} units")))
+                        Some((
+                            field,
+                            format!("the dataset has {k} classes but the output layer has {units} units"),
+                        ))
                     } else {
                         None
                     }
                 }
                 (Loss::BinaryCrossentropy, Some(k)) => {
                     if act != nn::Activation::Sigmoid || units != 1 {
-                        Some(("compile.loss", format!("binary_crossentropy needs one sigmoid output unit, the last layer has {units} {} units", act.as_str())))
+                        Some((
+                            "compile.loss",
+                            format!(
+                                "binary_crossentropy needs one sigmoid output unit, the last layer has {units} {} units",
+                                act.as_str()
+                            ),
+                        ))
                     } else if k > 2 {
-                        Some((field, format!("binary_crossentropy needs 0/1 labels, the dataset has {k} classes")))
+                        Some((
+                            field,
+                            format!("binary_crossentropy needs 0/1 labels, the dataset has {k} classes"),
+                        ))
                     } else {
                         None
                     }
@@ -515,7 +545,9 @@ impl JobPlan {
                 (Loss::MeanSquaredError, None) => match d.n_targets {
                     Some(t) if t != units => Some((
                         field,
-                        format!("the dataset has {t} regression targets but the output layer has {units} units"),
+                        format!(
+                            "the dataset has {t} regression targets but the output layer has {units} units"
+                        ),
                     )),
                     _ => None,
                 },
@@ -525,7 +557,10 @@ impl JobPlan {
                 )),
                 (_, None) => Some((
                     "compile.loss",
-                    format!("{} needs class labels; this dataset has regression targets", loss.as_str()),
+                    format!(
+                        "{} needs class labels; this dataset has regression targets",
+                        loss.as_str()
+                    ),
                 )),
             };
             if let Some((f, m)) = msg {
@@ -547,9 +582,7 @@ impl JobPlan {
 }
 
 fn parse_optimizer(spec: &OptimizerSpec, errors: &mut Vec<FieldError>) -> Option<Optimizer> {
-    let unknown = |name: &str| {
-        format!("unknown optimizer {name:?}; use sgd, adagrad, rmsprop or adam")
-    };
+    let unknown = |name: &str| format!("unknown optimizer {name:?}; use sgd, adagrad, rmsprop or adam");
     let c = match spec {
         OptimizerSpec::Name(name) => {
             let o = Optimizer::from_name(name);
@@ -567,28 +600,50 @@ fn parse_optimizer(spec: &OptimizerSpec, errors: &mut Vec<FieldError>) -> Option
     let before = errors.len();
     let field = |name: &str| format!("compile.optimizer.{name}");
     // Each parameter: its range check, and whether this optimizer has it.
-    let mut take = |name: &str, v: Option<f64>, applies: bool, ok: fn(f64) -> bool, rule: &str| -> Option<f32> {
-        let v = v?;
-        if !applies {
-            errors.push(FieldError::new(field(name), format!("is not a parameter of {}", c.type_)));
-            return None;
-        }
-        if !(v.is_finite() && ok(v)) {
-            errors.push(FieldError::new(field(name), rule.to_string()));
-            return None;
-        }
-        Some(v as f32)
-    };
+    let mut take =
+        |name: &str, v: Option<f64>, applies: bool, ok: fn(f64) -> bool, rule: &str| -> Option<f32> {
+            let v = v?;
+            if !applies {
+                errors.push(FieldError::new(
+                    field(name),
+                    format!("is not a parameter of {}", c.type_),
+                ));
+                return None;
+            }
+            if !(v.is_finite() && ok(v)) {
+                errors.push(FieldError::new(field(name), rule.to_string()));
+                return None;
+            }
+            Some(v as f32)
+        };
     let positive: fn(f64) -> bool = |v| v > 0.0;
     let unit: fn(f64) -> bool = |v| (0.0..1.0).contains(&v);
     let non_neg: fn(f64) -> bool = |v| v >= 0.0;
     let is = |n: &str| c.type_ == n;
-    let lr = take("learning_rate", c.learning_rate, true, positive, "must be a positive number");
-    let momentum = take("momentum", c.momentum, is("sgd") || is("rmsprop"), unit, "must be in [0, 1)");
+    let lr = take(
+        "learning_rate",
+        c.learning_rate,
+        true,
+        positive,
+        "must be a positive number",
+    );
+    let momentum = take(
+        "momentum",
+        c.momentum,
+        is("sgd") || is("rmsprop"),
+        unit,
+        "must be in [0, 1)",
+    );
     let rho = take("rho", c.rho, is("rmsprop"), unit, "must be in [0, 1)");
     let beta_1 = take("beta_1", c.beta_1, is("adam"), unit, "must be in [0, 1)");
     let beta_2 = take("beta_2", c.beta_2, is("adam"), unit, "must be in [0, 1)");
-    let eps = take("epsilon", c.epsilon, !is("sgd"), positive, "must be a positive number");
+    let eps = take(
+        "epsilon",
+        c.epsilon,
+        !is("sgd"),
+        positive,
+        "must be a positive number",
+    );
     let init = take(
         "initial_accumulator_value",
         c.initial_accumulator_value,
@@ -597,7 +652,10 @@ fn parse_optimizer(spec: &OptimizerSpec, errors: &mut Vec<FieldError>) -> Option
         "must be a non-negative number",
     );
     if c.nesterov.is_some() && !is("sgd") {
-        errors.push(FieldError::new(field("nesterov"), format!("is not a parameter of {}", c.type_)));
+        errors.push(FieldError::new(
+            field("nesterov"),
+            format!("is not a parameter of {}", c.type_),
+        ));
     }
     match &mut opt {
         Optimizer::Sgd {
@@ -674,14 +732,22 @@ mod tests {
                         "loss": "mse"}}));
         assert_eq!(
             r.plan().unwrap().train.optimizer,
-            Optimizer::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: true }
+            Optimizer::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.9,
+                nesterov: true
+            }
         );
         let r = request(serde_json::json!({"model_id": "m", "dataset_id": "d",
             "compile": {"optimizer": {"type": "adam", "learning_rate": -1, "beta_1": 1.0, "rho": 0.9},
                         "loss": "mse"}}));
         assert_eq!(
             fields(r.plan()),
-            ["compile.optimizer.learning_rate", "compile.optimizer.rho", "compile.optimizer.beta_1"]
+            [
+                "compile.optimizer.learning_rate",
+                "compile.optimizer.rho",
+                "compile.optimizer.beta_1"
+            ]
         );
     }
 
@@ -724,16 +790,37 @@ mod tests {
             .plan()
             .unwrap()
         };
-        let ten = DatasetFacts { n_samples: 100, n_features: 64, n_classes: Some(10), n_targets: None };
-        let softmax10 = ModelFacts { input_dim: 64, last_dense: Some((10, nn::Activation::Softmax)) };
-        let softmax5 = ModelFacts { input_dim: 64, last_dense: Some((5, nn::Activation::Softmax)) };
-        let wrong_input = ModelFacts { input_dim: 784, ..softmax10.clone() };
+        let ten = DatasetFacts {
+            n_samples: 100,
+            n_features: 64,
+            n_classes: Some(10),
+            n_targets: None,
+        };
+        let softmax10 = ModelFacts {
+            input_dim: 64,
+            last_dense: Some((10, nn::Activation::Softmax)),
+        };
+        let softmax5 = ModelFacts {
+            input_dim: 64,
+            last_dense: Some((5, nn::Activation::Softmax)),
+        };
+        let wrong_input = ModelFacts {
+            input_dim: 784,
+            ..softmax10.clone()
+        };
         let sparse = plan("sparse_categorical_crossentropy");
         assert!(sparse.check_data(&softmax10, &ten, None).is_ok());
-        let f = |r: Result<(), Vec<FieldError>>| r.unwrap_err().into_iter().map(|e| e.field).collect::<Vec<_>>();
+        let f =
+            |r: Result<(), Vec<FieldError>>| r.unwrap_err().into_iter().map(|e| e.field).collect::<Vec<_>>();
         assert_eq!(f(sparse.check_data(&softmax5, &ten, None)), ["dataset_id"]);
         assert_eq!(f(sparse.check_data(&wrong_input, &ten, None)), ["dataset_id"]);
-        assert_eq!(f(plan("binary_crossentropy").check_data(&softmax10, &ten, None)), ["compile.loss"]);
-        assert_eq!(f(plan("mse").check_data(&softmax10, &ten, None)), ["compile.loss"]);
+        assert_eq!(
+            f(plan("binary_crossentropy").check_data(&softmax10, &ten, None)),
+            ["compile.loss"]
+        );
+        assert_eq!(
+            f(plan("mse").check_data(&softmax10, &ten, None)),
+            ["compile.loss"]
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Validated request and resource types shared by the HTTP layer and storage.
 
 pub mod dataset;
-pub mod model;
 pub mod job;
+pub mod model;

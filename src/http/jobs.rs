@@ -132,7 +132,8 @@ pub struct EventsQuery {
 }
 
 fn parse_json_column<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, ApiError> {
-    serde_json::from_str(text).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored {what} is unreadable: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored {what} is unreadable: {e}")))
 }
 
 fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
@@ -216,7 +217,10 @@ pub async fn create_job(
         if saved.spec != model.spec && saved.model_id != model.id {
             return Err(ApiError::validation(vec![FieldError::new(
                 "initial_weights",
-                format!("saved model {id:?} has another architecture than model {:?}", model.id),
+                format!(
+                    "saved model {id:?} has another architecture than model {:?}",
+                    model.id
+                ),
             )]));
         }
     }
@@ -255,8 +259,9 @@ pub async fn create_job(
     let status = serde_json::json!({"status": "queued", "epoch": null, "attempt": 0}).to_string();
     let ev = store::jobs::insert(st, &row, &status).await?;
     state.jobs.hub().publish(&row.id, JobEvent::from(&ev));
-    state.jobs.notify_queued();
+    // Read back before waking a worker, so the response shows the job as queued.
     let row = store::jobs::get(st, &row.id).await?;
+    state.jobs.notify_queued();
     let location = format!("/v1/jobs/{}", row.id);
     let mut res = (StatusCode::ACCEPTED, AppJson(job_view(&state, row)?)).into_response();
     res.headers_mut().insert(
@@ -282,12 +287,17 @@ pub async fn list_jobs(
         after: None,
     }
     .limit()?;
-    let page = store::jobs::list(&state.store, q.status.map(JobStatus::as_str), limit, q.after.as_deref())
-        .await
-        .map_err(|e| match e {
-            store::Error::NotFound(_) => ApiError::invalid("after", "is not the id of a job"),
-            other => other.into(),
-        })?;
+    let page = store::jobs::list(
+        &state.store,
+        q.status.map(JobStatus::as_str),
+        limit,
+        q.after.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        store::Error::NotFound(_) => ApiError::invalid("after", "is not the id of a job"),
+        other => other.into(),
+    })?;
     let items = page
         .items
         .into_iter()
@@ -306,7 +316,10 @@ pub async fn list_jobs(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<AppJson<JobView>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<AppJson<JobView>, ApiError> {
     let row = store::jobs::get(&state.store, &id)
         .await
         .map_err(not_found_as("job", &id))?;
@@ -325,8 +338,11 @@ pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> R
     ))]
 pub async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let st = &state.store;
-    let row = store::jobs::get(st, &id).await.map_err(not_found_as("job", &id))?;
-    let status = serde_json::json!({"status": "cancelled", "epoch": row.epoch, "attempt": row.attempts}).to_string();
+    let row = store::jobs::get(st, &id)
+        .await
+        .map_err(not_found_as("job", &id))?;
+    let status =
+        serde_json::json!({"status": "cancelled", "epoch": row.epoch, "attempt": row.attempts}).to_string();
     let done = serde_json::json!({"status": "cancelled", "stop_reason": "cancelled", "error": null,
                                   "saved_model_id": null, "best_epoch": row.best_epoch})
     .to_string();
@@ -342,7 +358,10 @@ pub async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -
         return Ok((StatusCode::ACCEPTED, AppJson(job_view(&state, row)?)).into_response());
     }
     let row = store::jobs::get(st, &id).await?;
-    Err(ApiError::Conflict(format!("job {id:?} has already finished ({})", row.status)))
+    Err(ApiError::Conflict(format!(
+        "job {id:?} has already finished ({})",
+        row.status
+    )))
 }
 
 fn sse_event(ev: &JobEvent) -> Event {
@@ -412,10 +431,12 @@ async fn follow(
                 }
             }
             // A gap: something was stored that this subscriber has not seen.
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => match backfill(&state, &id, &mut last, &tx).await {
-                Some(false) => {}
-                Some(true) | None => return,
-            },
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                match backfill(&state, &id, &mut last, &tx).await {
+                    Some(false) => {}
+                    Some(true) | None => return,
+                }
+            }
             Err(broadcast::error::RecvError::Closed) => {
                 let _ = backfill(&state, &id, &mut last, &tx).await;
                 return;
@@ -454,7 +475,12 @@ pub async fn job_events(
     // Subscribe before reading the stored events, so nothing falls between the two.
     let live = state.jobs.hub().subscribe(&id);
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(follow(state, id, last, live, tx));
+    tokio::spawn(async move {
+        let hub_state = state.clone();
+        let job = id.clone();
+        follow(state, id, last, live, tx).await;
+        hub_state.jobs.hub().release(&job);
+    });
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -488,11 +514,18 @@ pub async fn get_job_history(
     let mut history = serde_json::Map::new();
     for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
         if metrics.iter().any(|m| m.contains_key(key)) {
-            let values = metrics.iter().map(|m| m.get(key).cloned().unwrap_or(Value::Null)).collect();
+            let values = metrics
+                .iter()
+                .map(|m| m.get(key).cloned().unwrap_or(Value::Null))
+                .collect();
             history.insert(key.into(), Value::Array(values));
         }
     }
-    let body = serde_json::to_vec(&HistoryView { epoch: epochs, history }).map_err(anyhow::Error::from)?;
+    let body = serde_json::to_vec(&HistoryView {
+        epoch: epochs,
+        history,
+    })
+    .map_err(anyhow::Error::from)?;
     let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
     let matches = headers
         .get(header::IF_NONE_MATCH)

@@ -1,5 +1,6 @@
-//! The per-job event hub: one tokio broadcast channel per job with live subscribers, fed by the
-//! worker after each event is stored (progress events are live only).
+//! The per-job event hub: one tokio broadcast channel per job while it has live subscribers, fed
+//! after each event is stored (progress events are live only). Subscribers never depend on it
+//! alone: they read stored events from SQLite first and backfill from there on any gap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,28 +43,41 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    fn sender(&self, job_id: &str) -> broadcast::Sender<JobEvent> {
+    /// A receiver of the job's events from now on.
+    pub fn subscribe(&self, job_id: &str) -> broadcast::Receiver<JobEvent> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(job_id.to_string())
             .or_insert_with(|| broadcast::channel(CAPACITY).0)
-            .clone()
+            .subscribe()
     }
 
-    /// A receiver of the job's events from now on.
-    pub fn subscribe(&self, job_id: &str) -> broadcast::Receiver<JobEvent> {
-        self.sender(job_id).subscribe()
-    }
-
-    /// Sends to the current subscribers (none is fine).
+    /// Sends to the current subscribers, if any.
     pub fn publish(&self, job_id: &str, event: JobEvent) {
-        let _ = self.sender(job_id).send(event);
+        if let Some(tx) = self.existing(job_id) {
+            let _ = tx.send(event);
+        }
     }
 
-    /// Sends stored events, in order.
+    /// Sends stored events, in order, to the current subscribers, if any.
     pub fn publish_rows(&self, job_id: &str, rows: &[EventRow]) {
-        let tx = self.sender(job_id);
-        for r in rows {
-            let _ = tx.send(JobEvent::from(r));
+        if let Some(tx) = self.existing(job_id) {
+            for r in rows {
+                let _ = tx.send(JobEvent::from(r));
+            }
+        }
+    }
+
+    fn existing(&self, job_id: &str) -> Option<broadcast::Sender<JobEvent>> {
+        let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(job_id).cloned()
+    }
+
+    /// Drops the job's channel once its last subscriber has gone, so channels live only while
+    /// someone listens (a subscriber that comes later creates a new one).
+    pub fn release(&self, job_id: &str) {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(job_id).is_some_and(|tx| tx.receiver_count() == 0) {
+            map.remove(job_id);
         }
     }
 

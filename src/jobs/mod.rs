@@ -11,12 +11,11 @@ mod runner;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use hub::{EventHub, JobEvent};
@@ -40,11 +39,33 @@ pub struct RunFlags {
 pub(crate) struct Shared {
     store: Store,
     hub: Arc<EventHub>,
-    /// Woken when a job is queued.
-    queued: Notify,
+    /// Bumped (and waiters woken) when a job is queued or the server stops; a condvar rather than
+    /// a tokio `Notify` so idle workers wait without the runtime, which may be shutting down.
+    queued: Mutex<u64>,
+    wake: Condvar,
     running: Mutex<HashMap<String, Arc<RunFlags>>>,
     shutdown: CancellationToken,
     rt: Handle,
+}
+
+impl Shared {
+    fn wake_workers(&self) {
+        *self.queued.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.wake.notify_all();
+    }
+
+    /// The wake-up generation, read before looking at the queue.
+    fn generation(&self) -> u64 {
+        *self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleeps until the generation moves past `seen` or `timeout` passes.
+    fn wait_for_work(&self, seen: u64, timeout: Duration) {
+        let guard = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .wake
+            .wait_timeout_while(guard, timeout, |g| *g == seen && !self.shutdown.is_cancelled());
+    }
 }
 
 /// The job system of one server: submit wake-ups, cancellation, live progress, shutdown.
@@ -64,7 +85,8 @@ impl Jobs {
         let shared = Arc::new(Shared {
             store,
             hub: Arc::new(EventHub::default()),
-            queued: Notify::new(),
+            queued: Mutex::new(0),
+            wake: Condvar::new(),
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             rt: Handle::current(),
@@ -95,7 +117,7 @@ impl Jobs {
 
     /// Wakes idle workers after a job was queued.
     pub fn notify_queued(&self) {
-        self.shared.queued.notify_waiters();
+        self.shared.wake_workers();
     }
 
     /// The flags of a job while a worker runs it.
@@ -115,6 +137,7 @@ impl Jobs {
     /// epoch checkpoint on the next start) and waits up to `grace` for the workers to exit.
     pub fn shutdown(&self, grace: Duration) {
         self.shared.shutdown.cancel();
+        self.shared.wake_workers();
         {
             let map = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
             for f in map.values() {

@@ -47,11 +47,13 @@ pub fn decide(values: &[f64], maximize: bool, stored: &[usize]) -> Retention {
 mod tests {
     use super::*;
 
+    /// values, maximize, stored -> best, delete.
+    type Case<'a> = (&'a [f64], bool, &'a [usize], Option<usize>, &'a [usize]);
+
     #[test]
     fn keeps_the_latest_and_the_best() {
         let nan = f64::NAN;
-        // (values, maximize, stored) -> (best, delete)
-        let table: &[(&[f64], bool, &[usize], Option<usize>, &[usize])] = &[
+        let table: &[Case] = &[
             (&[1.0], false, &[0], Some(0), &[]),
             (&[1.0, 0.5], false, &[0, 1], Some(1), &[0]),
             (&[1.0, 2.0], false, &[0, 1], Some(0), &[]),

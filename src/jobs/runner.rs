@@ -49,29 +49,22 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
         if shared.shutdown.is_cancelled() {
             return;
         }
-        let notified = shared.queued.notified();
-        tokio::pin!(notified);
-        // Registered before looking at the queue, so a job queued in between still wakes us.
-        notified.as_mut().enable();
+        // Read before looking at the queue, so a job queued in between still wakes us.
+        let seen = shared.generation();
         let claimed = shared.rt.block_on(store::jobs::claim_next(&shared.store, |job| {
             status_data(JobStatus::Running, job.epoch, job.attempts)
         }));
         match claimed {
-            Ok(Some(job)) => {
+            Ok(Some((job, running))) => {
+                shared.hub.publish(&job.id, JobEvent::from(&running));
                 run_claimed(shared, job);
                 continue;
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "claiming a job failed"),
         }
-        shared.rt.block_on(async {
-            tokio::select! {
-                _ = notified => {}
-                _ = shared.shutdown.cancelled() => {}
-                // A backstop: a missed wake-up costs at most this long.
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        });
+        // The timeout is a backstop: a missed wake-up costs at most this long.
+        shared.wait_for_work(seen, Duration::from_secs(2));
     }
 }
 
@@ -94,7 +87,10 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
         Ok(j) if j.cancel_requested => flags.stop.store(true, Ordering::SeqCst),
         _ => {}
     }
-    if let Ok(seq) = shared.rt.block_on(store::jobs::last_event_seq(&shared.store, &job.id)) {
+    if let Ok(seq) = shared
+        .rt
+        .block_on(store::jobs::last_event_seq(&shared.store, &job.id))
+    {
         flags.last_seq.store(seq, Ordering::SeqCst);
     }
     tracing::info!(job = %job.id, attempt = job.attempts, "job started");
@@ -164,7 +160,10 @@ fn metrics_json(logs: &EpochLogs, accuracy: bool) -> Value {
 }
 
 fn monitored(history: &[EpochLogs], metric: &str) -> Vec<f64> {
-    history.iter().map(|l| l.get(metric).unwrap_or(f64::NAN)).collect()
+    history
+        .iter()
+        .map(|l| l.get(metric).unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunError> {
@@ -328,9 +327,7 @@ fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunErr
         }
         return Ok(Ended::Requeued);
     }
-    let best = rt
-        .block_on(store::jobs::get(&shared.store, &job.id))?
-        .best_epoch;
+    let best = rt.block_on(store::jobs::get(&shared.store, &job.id))?.best_epoch;
     let status = status_data(JobStatus::Cancelled, None, job.attempts);
     let done = json!({"status": "cancelled", "stop_reason": "cancelled", "error": null,
                       "saved_model_id": null, "best_epoch": best})
@@ -400,7 +397,11 @@ fn succeed(
         weights: encode_weights(&model.tensors()),
         created_at: now_rfc3339(),
     };
-    let status = status_data(JobStatus::Succeeded, history.last().map(|l| l.epoch as i64), job.attempts);
+    let status = status_data(
+        JobStatus::Succeeded,
+        history.last().map(|l| l.epoch as i64),
+        job.attempts,
+    );
     let done = json!({"status": "succeeded", "stop_reason": stop_reason.as_str(), "error": null,
                       "saved_model_id": saved.id, "best_epoch": best})
     .to_string();

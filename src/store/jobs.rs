@@ -192,7 +192,10 @@ pub async fn list(
 
 /// Atomically takes the oldest queued job and marks it running; `None` when the queue is empty.
 /// Also logs its `status` event.
-pub async fn claim_next(store: &Store, status_data: impl Fn(&JobRow) -> String) -> Result<Option<JobRow>, Error> {
+pub async fn claim_next(
+    store: &Store,
+    status_data: impl Fn(&JobRow) -> String,
+) -> Result<Option<(JobRow, EventRow)>, Error> {
     // The clock is read inside the statement, so start times follow the claim order exactly.
     let row = sqlx::query(AssertSqlSafe(format!(
         "UPDATE jobs SET status = 'running', \
@@ -206,9 +209,9 @@ pub async fn claim_next(store: &Store, status_data: impl Fn(&JobRow) -> String) 
     let Some(row) = row else { return Ok(None) };
     let job = from_row(&row)?;
     let mut tx = store.pool.begin().await?;
-    append_event(&mut tx, &job.id, "status", &status_data(&job)).await?;
+    let ev = append_event(&mut tx, &job.id, "status", &status_data(&job)).await?;
     tx.commit().await?;
-    Ok(Some(job))
+    Ok(Some((job, ev)))
 }
 
 /// Puts every `running` job back in the queue (after a crash); they keep their seq, so they run
@@ -226,11 +229,12 @@ pub async fn requeue_running(store: &Store) -> Result<Vec<String>, Error> {
 /// Puts one running job back in the queue (server shutdown), logging a `status` event.
 pub async fn requeue(store: &Store, id: &str, status_data: &str) -> Result<Option<EventRow>, Error> {
     let mut tx = store.pool.begin().await?;
-    let done = sqlx::query("UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'")
-        .bind(now_rfc3339())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let done =
+        sqlx::query("UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'")
+            .bind(now_rfc3339())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     let ev = if done.rows_affected() == 1 {
         Some(append_event(&mut tx, id, "status", status_data).await?)
     } else {
@@ -270,21 +274,24 @@ pub async fn cancel_queued(
 
 /// Records that a running job should stop; `false` if it is not running.
 pub async fn request_cancel(store: &Store, id: &str) -> Result<bool, Error> {
-    let done = sqlx::query("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
-        .bind(now_rfc3339())
-        .bind(id)
-        .execute(&store.pool)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+    )
+    .bind(now_rfc3339())
+    .bind(id)
+    .execute(&store.pool)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Events of a job with `seq > after`, in order.
 pub async fn events_after(store: &Store, job_id: &str, after: i64) -> Result<Vec<EventRow>, Error> {
-    let rows = sqlx::query("SELECT seq, event, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq")
-        .bind(job_id)
-        .bind(after)
-        .fetch_all(&store.pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT seq, event, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq")
+            .bind(job_id)
+            .bind(after)
+            .fetch_all(&store.pool)
+            .await?;
     rows.iter()
         .map(|r| {
             Ok(EventRow {
@@ -333,15 +340,17 @@ pub struct EpochRecord<'a> {
 pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<EventRow>, Error> {
     let now = now_rfc3339();
     let mut tx = store.pool.begin().await?;
-    sqlx::query("INSERT INTO job_epochs (job_id, epoch, metrics, duration_ms, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(r.job_id)
-        .bind(r.epoch)
-        .bind(r.metrics)
-        .bind(r.duration_ms)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+    sqlx::query(
+        "INSERT INTO job_epochs (job_id, epoch, metrics, duration_ms, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(r.job_id)
+    .bind(r.epoch)
+    .bind(r.metrics)
+    .bind(r.duration_ms)
+    .bind(&now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
     let epoch_ev = append_event(&mut tx, r.job_id, "epoch", r.epoch_event).await?;
     sqlx::query("INSERT INTO checkpoints (job_id, epoch, state, metrics, is_best, created_at) VALUES (?, ?, ?, ?, 0, ?)")
         .bind(r.job_id)
@@ -382,10 +391,11 @@ pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<Even
 
 /// The newest checkpoint of a job: its epoch and state bytes.
 pub async fn latest_checkpoint(store: &Store, job_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
-    let row = sqlx::query("SELECT epoch, state FROM checkpoints WHERE job_id = ? ORDER BY epoch DESC LIMIT 1")
-        .bind(job_id)
-        .fetch_optional(&store.pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT epoch, state FROM checkpoints WHERE job_id = ? ORDER BY epoch DESC LIMIT 1")
+            .bind(job_id)
+            .fetch_optional(&store.pool)
+            .await?;
     Ok(match row {
         Some(r) => Some((r.try_get("epoch")?, r.try_get("state")?)),
         None => None,

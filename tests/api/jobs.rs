@@ -18,10 +18,19 @@ pub trait Http {
         format!("{}{path}", self.base())
     }
     async fn get(&self, path: &str) -> reqwest::Response {
-        self.client().get(self.url(path)).send().await.expect("request sent")
+        self.client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
     async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client().post(self.url(path)).json(body).send().await.expect("request sent")
+        self.client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
     }
 }
 
@@ -54,7 +63,10 @@ pub async fn digits_dataset(app: &impl Http) -> String {
         .post_json("/v1/datasets", &json!({"name": "digits", "source": "digits"}))
         .await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 pub async fn digits_model(app: &impl Http, hidden: u32) -> String {
@@ -69,7 +81,10 @@ pub async fn digits_model(app: &impl Http, hidden: u32) -> String {
         )
         .await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 pub fn job_body(model: &str, dataset: &str, epochs: u32) -> Value {
@@ -83,10 +98,16 @@ pub fn job_body(model: &str, dataset: &str, epochs: u32) -> Value {
 pub async fn submit(app: &impl Http, body: &Value) -> Value {
     let res = app.post_json("/v1/jobs", body).await;
     let status = res.status();
-    let location = res.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+    let location = res
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
     let job: Value = res.json().await.unwrap();
     assert_eq!(status, 202, "{job}");
-    assert_eq!(location.unwrap(), format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
+    assert_eq!(
+        location.unwrap(),
+        format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
     job
 }
 
@@ -127,7 +148,10 @@ pub async fn read_events(app: &impl Http, id: &str, last_event_id: Option<i64>, 
     let res = req.send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(
-        res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream")
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
     );
     let mut stream = res.bytes_stream().eventsource();
     let mut out = Vec::new();
@@ -200,19 +224,29 @@ async fn create_job_names_every_invalid_field() {
     let p = assert_problem(app.post_json("/v1/jobs", &body).await, 422).await;
     assert_eq!(error_fields(&p), ["compile.loss"]);
     let wide = app
-        .post_json("/v1/models", &json!({"name": "wide", "input_shape": [28, 28], "layers": [
-            {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]}))
+        .post_json(
+            "/v1/models",
+            &json!({"name": "wide", "input_shape": [28, 28], "layers": [
+            {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]}),
+        )
         .await
         .json::<Value>()
         .await
         .unwrap();
     let p = assert_problem(
-        app.post_json("/v1/jobs", &job_body(wide["id"].as_str().unwrap(), &ds, 1)).await,
+        app.post_json("/v1/jobs", &job_body(wide["id"].as_str().unwrap(), &ds, 1))
+            .await,
         422,
     )
     .await;
     assert_eq!(error_fields(&p), ["dataset_id"]);
-    assert!(p["errors"][0]["message"].as_str().unwrap().contains("64 features"), "{p}");
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 features"),
+        "{p}"
+    );
     // Nothing was queued by any of these.
     let jobs: Value = app.get("/v1/jobs").await.json().await.unwrap();
     assert_eq!(jobs["items"].as_array().unwrap().len(), 0);
@@ -224,7 +258,8 @@ async fn a_job_runs_to_success_with_history_checkpoints_and_a_saved_model() {
     let ds = digits_dataset(&app).await;
     let model = digits_model(&app, 32).await;
     let mut body = job_body(&model, &ds, 4);
-    body["callbacks"] = json!([{"type": "model_checkpoint", "monitor": "val_accuracy", "save_best_only": true}]);
+    body["callbacks"] =
+        json!([{"type": "model_checkpoint", "monitor": "val_accuracy", "save_best_only": true}]);
     let job = submit(&app, &body).await;
     assert_eq!(job["status"], "queued");
     assert_eq!(job["epochs"], 4);
@@ -267,7 +302,12 @@ async fn a_job_runs_to_success_with_history_checkpoints_and_a_saved_model() {
     assert_eq!(since["history"]["loss"][0], h["history"]["loss"][2]);
 
     // Retention keeps the latest and the best by the monitor, which is flagged.
-    let ck: Value = app.get(&format!("/v1/jobs/{id}/checkpoints")).await.json().await.unwrap();
+    let ck: Value = app
+        .get(&format!("/v1/jobs/{id}/checkpoints"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let items = ck["items"].as_array().unwrap();
     let vals: Vec<f64> = h["history"]["val_accuracy"]
         .as_array()
@@ -290,7 +330,12 @@ async fn a_job_runs_to_success_with_history_checkpoints_and_a_saved_model() {
         assert!(c["metrics"]["val_accuracy"].is_number());
     }
     // The model is frozen once a job used it.
-    let m: Value = app.get(&format!("/v1/models/{model}")).await.json().await.unwrap();
+    let m: Value = app
+        .get(&format!("/v1/models/{model}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["locked"], true);
     let list: Value = app.get("/v1/jobs?status=succeeded").await.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
@@ -364,7 +409,10 @@ async fn sse_replays_past_epochs_resumes_after_last_event_id_and_ends_after_done
     assert_eq!(rest_epochs, [3, 4]);
 
     // The live subscriber saw every stored event once, in order, and its stream ended.
-    let live = tokio::time::timeout(Duration::from_secs(30), live).await.unwrap().unwrap();
+    let live = tokio::time::timeout(Duration::from_secs(30), live)
+        .await
+        .unwrap()
+        .unwrap();
     let live_ids: Vec<i64> = live
         .iter()
         .filter(|(_, n)| n != "progress")
@@ -406,7 +454,10 @@ async fn cancel_stops_a_queued_job_before_it_starts_and_a_running_one_within_a_b
     let q: Value = res.json().await.unwrap();
     assert_eq!(q["status"], "cancelled");
     assert_eq!(q["stop_reason"], "cancelled");
-    assert!(q["started_at"].is_null(), "a cancelled queued job never starts: {q}");
+    assert!(
+        q["started_at"].is_null(),
+        "a cancelled queued job never starts: {q}"
+    );
     let qe = read_events(&app, qid, None, 100).await;
     assert_eq!(qe.last().unwrap().event, "done");
 
@@ -418,13 +469,27 @@ async fn cancel_stops_a_queued_job_before_it_starts_and_a_running_one_within_a_b
     assert_eq!(r["status"], "cancelled");
     assert_eq!(r["stop_reason"], "cancelled");
     assert!(r["saved_model_id"].is_null());
-    let h: Value = app.get(&format!("/v1/jobs/{rid}/history")).await.json().await.unwrap();
+    let h: Value = app
+        .get(&format!("/v1/jobs/{rid}/history"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let n = h["epoch"].as_array().unwrap().len();
-    assert!(n >= 1 && n < 200, "keeps its epochs: {h}");
-    let ck: Value = app.get(&format!("/v1/jobs/{rid}/checkpoints")).await.json().await.unwrap();
+    assert!((1..200).contains(&n), "keeps its epochs: {h}");
+    let ck: Value = app
+        .get(&format!("/v1/jobs/{rid}/checkpoints"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(!ck["items"].as_array().unwrap().is_empty());
     // Cancelling a finished job is a conflict; an unknown one is 404.
-    assert_problem(app.post_json(&format!("/v1/jobs/{rid}/cancel"), &json!({})).await, 409).await;
+    assert_problem(
+        app.post_json(&format!("/v1/jobs/{rid}/cancel"), &json!({})).await,
+        409,
+    )
+    .await;
     assert_problem(app.post_json("/v1/jobs/nope/cancel", &json!({})).await, 404).await;
 }
 
@@ -435,14 +500,24 @@ async fn two_workers_run_six_jobs_in_fifo_order_each_once() {
     let model = digits_model(&app, 16).await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        ids.push(submit(&app, &job_body(&model, &ds, 2)).await["id"].as_str().unwrap().to_string());
+        ids.push(
+            submit(&app, &job_body(&model, &ds, 2)).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let mut started = Vec::new();
     for id in &ids {
         let j = wait_finished(&app, id).await;
         assert_eq!(j["status"], "succeeded", "{j}");
         assert_eq!(j["attempts"], 1, "run exactly once: {j}");
-        let h: Value = app.get(&format!("/v1/jobs/{id}/history")).await.json().await.unwrap();
+        let h: Value = app
+            .get(&format!("/v1/jobs/{id}/history"))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(h["epoch"], json!([0, 1]));
         started.push(j["started_at"].as_str().unwrap().to_string());
     }
@@ -568,8 +643,18 @@ async fn a_job_killed_mid_training_resumes_and_ends_bit_identical_to_an_uninterr
     let j = wait_finished(&s.app, &id).await;
     assert_eq!(j["status"], "succeeded", "{j}");
     assert!(j["attempts"].as_i64().unwrap() >= 2, "it was resumed: {j}");
-    let h: Value = s.app.get(&format!("/v1/jobs/{id}/history")).await.json().await.unwrap();
-    assert_eq!(h["epoch"], json!((0..epochs).collect::<Vec<_>>()), "each epoch once: {h}");
+    let h: Value = s
+        .app
+        .get(&format!("/v1/jobs/{id}/history"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        h["epoch"],
+        json!((0..epochs).collect::<Vec<_>>()),
+        "each epoch once: {h}"
+    );
     let ev = read_events(&s.app, &id, None, 10_000).await;
     let epoch_events: Vec<i64> = ev
         .iter()
@@ -610,10 +695,19 @@ async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishe
     wait_until(&s.app, &id, 120, |j| j["epoch"].as_i64().is_some_and(|e| e >= 0)).await;
     let t0 = Instant::now();
     let pid = s.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = s.child.wait().unwrap();
     assert!(status.success(), "clean exit: {status}");
-    assert!(t0.elapsed() < Duration::from_secs(5), "exited within a few seconds");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "exited within a few seconds"
+    );
 
     let s = start_binary(&db).await;
     let j: Value = s.app.get(&format!("/v1/jobs/{id}")).await.json().await.unwrap();
@@ -621,7 +715,13 @@ async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishe
     let j = wait_finished(&s.app, &id).await;
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(j["attempts"], 2, "resumed once: {j}");
-    let h: Value = s.app.get(&format!("/v1/jobs/{id}/history")).await.json().await.unwrap();
+    let h: Value = s
+        .app
+        .get(&format!("/v1/jobs/{id}/history"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["epoch"], json!([0, 1, 2, 3]));
     let mut child = s.child;
     child.kill().unwrap();
