@@ -133,12 +133,12 @@ pub struct PredictRequest {
 }
 
 /// `multipart/form-data` form of a predict: one or more PNG images.
+// Describes the form for the OpenAPI document only; the handler reads the parts itself.
 #[derive(Debug, ToSchema)]
-#[allow(dead_code)]
 pub struct PredictUpload {
     /// A PNG of the model's 2-D input size; grayscale, or RGB converted to gray. Repeat for a batch.
     #[schema(value_type = String, format = Binary)]
-    image: Vec<u8>,
+    pub image: Vec<u8>,
 }
 
 /// Predictions, one per instance in order.
@@ -158,15 +158,15 @@ pub struct EvaluateRequest {
 /// A `.safetensors` file.
 #[derive(Debug, ToSchema)]
 #[schema(value_type = String, format = Binary)]
-pub struct SafetensorsFile(#[allow(dead_code)] Vec<u8>);
+pub struct SafetensorsFile(pub Vec<u8>);
 
 /// `multipart/form-data` upload of a `.safetensors` file (the raw file as the body works too).
+// Describes the form for the OpenAPI document only; the handler reads the parts itself.
 #[derive(Debug, ToSchema)]
-#[allow(dead_code)]
 pub struct SafetensorsUpload {
     /// The `.safetensors` file.
     #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
+    pub file: Vec<u8>,
 }
 
 fn saved_error(e: store::Error, id: &str) -> ApiError {
