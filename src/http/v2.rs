@@ -25,8 +25,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ready))
         .routes(routes!(model_metadata))
         .routes(routes!(model_ready))
+        .routes(routes!(version_metadata))
+        .routes(routes!(version_ready))
         // Batches exceed the JSON limit; `infer` reads its body bounded by the upload limit.
         .routes(routes!(infer))
+        .routes(routes!(version_infer))
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -365,4 +368,66 @@ pub async fn infer(
             ("encode", t2, t3),
         ],
     ))
+}
+
+/// Saved models have one version, `1`; any other is unknown.
+fn check_version(id: &str, version: &str) -> Result<(), V2Error> {
+    if version == "1" {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound {
+            what: "model version",
+            id: format!("{id}/{version}"),
+        }
+        .into())
+    }
+}
+
+/// Model metadata of a version (only `1` exists).
+#[utoipa::path(get, path = "/v2/models/{id}/versions/{version}", operation_id = "v2_version_metadata", tag = "kserve-v2",
+    params(("id" = String, Path, description = "Saved model id"), ("version" = String, Path, description = "Always `1`")),
+    responses(
+        (status = 200, description = "The model's tensors", body = ModelMetadata),
+        (status = 404, description = "No such saved model or version", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn version_metadata(
+    state: State<AppState>,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<AppJson<ModelMetadata>, V2Error> {
+    check_version(&id, &version)?;
+    model_metadata(state, Path(id)).await
+}
+
+/// Readiness of a version (only `1` exists).
+#[utoipa::path(get, path = "/v2/models/{id}/versions/{version}/ready", operation_id = "v2_version_ready", tag = "kserve-v2",
+    params(("id" = String, Path, description = "Saved model id"), ("version" = String, Path, description = "Always `1`")),
+    responses(
+        (status = 200, description = "Ready to infer", body = ModelReadyView),
+        (status = 404, description = "No such saved model or version", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn version_ready(
+    state: State<AppState>,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<AppJson<ModelReadyView>, V2Error> {
+    check_version(&id, &version)?;
+    model_ready(state, Path(id)).await
+}
+
+/// Inference on a version (only `1` exists); the same as `POST /v2/models/{id}/infer`.
+#[utoipa::path(post, path = "/v2/models/{id}/versions/{version}/infer", operation_id = "v2_version_infer", tag = "kserve-v2",
+    params(("id" = String, Path, description = "Saved model id"), ("version" = String, Path, description = "Always `1`")),
+    request_body = InferRequest,
+    responses(
+        (status = 200, description = "The output tensor", body = InferResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saved model or version", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "See `POST /v2/models/{id}/infer`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn version_infer(
+    state: State<AppState>,
+    Path((id, version)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, V2Error> {
+    check_version(&id, &version)?;
+    infer(state, Path(id), req).await
 }

@@ -1073,3 +1073,61 @@ async fn a_trained_job_serves_its_saved_model_and_its_last_checkpoint_gives_the_
     let cont = wait_finished(&app, cont["id"].as_str().unwrap()).await;
     assert_eq!(cont["status"], "succeeded", "{cont}");
 }
+
+#[tokio::test]
+async fn bodies_over_the_upload_limit_are_413_problems() {
+    let app = spawn_app_with(|c| c.max_upload_bytes = 64 * 1024).await;
+    let (id, model) = book_saved_model_small(&app).await;
+    let big = json!({"instances": rows_json(&pixels(40, 784, 1), None)});
+    assert!(big.to_string().len() > 64 * 1024);
+    let problem = assert_problem(
+        app.post_json(&format!("/v1/saved-models/{id}/predict"), &big)
+            .await,
+        413,
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("65536"), "{problem}");
+    let infer = json!({"inputs": [{"name": "x", "shape": [40, 784], "datatype": "FP32",
+        "data": pixels(40, 784, 1).iter().copied().collect::<Vec<f32>>()}]});
+    assert_problem(
+        app.post_json(&format!("/v2/models/{id}/infer"), &infer).await,
+        413,
+    )
+    .await;
+    let weights = formats::encode_weights(&model.tensors());
+    assert!(weights.len() > 64 * 1024);
+    let saved: Value = app
+        .get(&format!("/v1/saved-models/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = post_bytes(
+        &app,
+        &format!("/v1/models/{}/weights", saved["model_id"].as_str().unwrap()),
+        weights,
+    )
+    .await;
+    assert_problem(res, 413).await;
+}
+
+/// The book model uploaded in a test whose upload limit is too small for its weights: stored directly.
+async fn book_saved_model_small(app: &TestApp) -> (String, Model) {
+    let (model_id, model) = create_model(app, &book_model(), 7).await;
+    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let id = fitd::store::new_id();
+    let spec = fitd::store::models::get(&store, &model_id).await.unwrap().spec;
+    let row = fitd::store::saved_models::SavedModelRow {
+        id: id.clone(),
+        model_id,
+        job_id: None,
+        epoch: None,
+        source: fitd::store::saved_models::SavedModelSource::WeightsUpload,
+        metrics: "{}".into(),
+        spec,
+        weights: fitd::store::saved_models::encode_weights(&model.tensors()),
+        created_at: fitd::store::now_rfc3339(),
+    };
+    fitd::store::saved_models::insert(&store, &row).await.unwrap();
+    (id, model)
+}

@@ -38,6 +38,21 @@ async fn model_metadata_and_readiness_describe_the_saved_model() {
         .await
         .unwrap();
     assert_eq!(ready, json!({"name": id, "ready": true}));
+    let v1: Value = app
+        .get(&format!("/v2/models/{id}/versions/1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1, meta);
+    let ready1: Value = app
+        .get(&format!("/v2/models/{id}/versions/1/ready"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready1, ready);
+    assert_problem(app.get(&format!("/v2/models/{id}/versions/2")).await, 404).await;
     let problem = assert_problem(app.get("/v2/models/nope/ready").await, 404).await;
     assert!(problem["error"].as_str().unwrap().contains("nope"), "{problem}");
     assert_problem(app.get("/v2/models/nope").await, 404).await;
@@ -83,6 +98,19 @@ async fn infer_returns_the_same_outputs_as_predict_for_flat_and_nested_data() {
         .await
         .unwrap();
     assert_eq!(out2["outputs"], out["outputs"]);
+    let out3: Value = app
+        .post_json(&format!("/v2/models/{id}/versions/1/infer"), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out3["outputs"], out["outputs"]);
+    assert_problem(
+        app.post_json(&format!("/v2/models/{id}/versions/7/infer"), &body)
+            .await,
+        404,
+    )
+    .await;
 }
 
 #[tokio::test]
