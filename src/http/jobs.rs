@@ -575,3 +575,65 @@ pub async fn list_job_checkpoints(
         .collect::<Result<_, ApiError>>()?;
     Ok(AppJson(CheckpointList { items }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::jobs::Jobs;
+    use crate::store::Store;
+
+    async fn append(state: &AppState, id: &str, event: &str) -> store::jobs::EventRow {
+        let mut tx = state.store.pool.begin().await.unwrap();
+        let ev = store::jobs::append_event(&mut tx, id, event, "{}").await.unwrap();
+        tx.commit().await.unwrap();
+        ev
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscriber_that_lags_behind_the_broadcast_is_backfilled_without_gaps_or_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_tests(dir.path().join("fitd.db"));
+        let store = Store::open(&config.db).await.unwrap();
+        let jobs = Jobs::start(store.clone(), 1).await.unwrap();
+        let state = AppState::new(config, store, jobs).unwrap();
+        let id = "job-1";
+        // A running job (so no worker claims it), written directly.
+        sqlx::query(
+            "INSERT INTO jobs (id, model_id, dataset_id, status, request, seed, epochs, created_at, updated_at) \
+             VALUES (?, 'm', 'd', 'running', '{}', 0, 1000, 'now', 'now')",
+        )
+        .bind(id)
+        .execute(&state.store.pool)
+        .await
+        .unwrap();
+        append(&state, id, "status").await;
+        let live = state.jobs.hub().subscribe(id);
+        let (tx, mut rx) = mpsc::channel(64);
+        let follower = tokio::spawn(follow(state.clone(), id.to_string(), 0, live, tx));
+        // The stored event arrives first; the follower is now on the live channel.
+        assert!(rx.recv().await.is_some());
+        // Far more than the broadcast keeps (256) while the client reads nothing.
+        let n = 1000;
+        for i in 2..=n {
+            let ev = append(&state, id, if i == n { "done" } else { "epoch" }).await;
+            state.jobs.hub().publish(id, JobEvent::from(&ev));
+        }
+        let mut got = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            got.push(ev);
+        }
+        follower.await.unwrap();
+        let body = Sse::new(futures_util::stream::iter(got))
+            .into_response()
+            .into_body();
+        let text = String::from_utf8(axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec()).unwrap();
+        let ids: Vec<i64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        // Every event after the first exactly once, in order, and the stream ended after `done`.
+        assert_eq!(ids, (2..=n).collect::<Vec<_>>());
+    }
+}
