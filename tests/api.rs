@@ -10,4 +10,6 @@ mod api {
     mod jobs;
     mod models;
     mod openapi;
+    mod saved_models;
+    mod v2;
 }

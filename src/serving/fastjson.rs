@@ -1,0 +1,298 @@
+//! A fast path for the predict body `{"instances": [...]}`: scans nested arrays of numbers straight
+//! into an `f32` buffer, about three times faster than going through serde for 1,000 MNIST rows.
+//!
+//! It accepts only what it is sure about and returns `None` for anything else (other keys, escapes,
+//! ragged arrays, malformed numbers); the caller then parses with serde, which produces the error
+//! message. Numbers become `f64` (integers exactly, others via `str::parse`, correctly rounded) and
+//! then `f32`, as the serde path does.
+
+use super::predict::Nested;
+
+/// Parses a body that is exactly `{"instances": <nested arrays of numbers>}` (any whitespace).
+pub fn instances_body(bytes: &[u8]) -> Option<Nested> {
+    let mut p = Scanner { b: bytes, i: 0 };
+    p.ws();
+    p.eat(b'{')?;
+    p.ws();
+    p.literal(b"\"instances\"")?;
+    p.ws();
+    p.eat(b':')?;
+    p.ws();
+    let nested = p.nested()?;
+    p.ws();
+    p.eat(b'}')?;
+    p.ws();
+    (p.i == bytes.len()).then_some(nested)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> Option<()> {
+        self.b[self.i..].starts_with(lit).then(|| self.i += lit.len())
+    }
+
+    /// Nested arrays with the same rules as `Nested`'s serde form: rectangular, numbers at one depth.
+    fn nested(&mut self) -> Option<Nested> {
+        let mut data = Vec::with_capacity(self.b.len() / 3);
+        let mut dims: Vec<Option<usize>> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
+        let mut leaf_depth: Option<usize> = None;
+        self.eat(b'[')?;
+        counts.push(0);
+        dims.push(None);
+        loop {
+            self.ws();
+            let depth = counts.len() - 1;
+            match *self.b.get(self.i)? {
+                b']' => {
+                    self.i += 1;
+                    let count = counts.pop()?;
+                    match dims[depth] {
+                        None => dims[depth] = Some(count),
+                        Some(c) if c == count => {}
+                        Some(_) => return None,
+                    }
+                    if counts.is_empty() {
+                        break;
+                    }
+                    self.after_value()?;
+                }
+                b'[' => {
+                    if leaf_depth.is_some_and(|l| l <= depth + 1) {
+                        return None;
+                    }
+                    self.i += 1;
+                    *counts.last_mut()? += 1;
+                    counts.push(0);
+                    if dims.len() <= depth + 1 {
+                        dims.push(None);
+                    }
+                }
+                _ => {
+                    let leaf = depth + 1;
+                    match leaf_depth {
+                        None if dims.len() > leaf => return None,
+                        None => leaf_depth = Some(leaf),
+                        Some(l) if l != leaf => return None,
+                        Some(_) => {}
+                    }
+                    // The rest of this innermost array: numbers only, in a tight loop.
+                    let mut count = 1;
+                    data.push(self.number()? as f32);
+                    loop {
+                        self.ws();
+                        match *self.b.get(self.i)? {
+                            b',' => {
+                                self.i += 1;
+                                self.ws();
+                                data.push(self.number()? as f32);
+                                count += 1;
+                            }
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                    *counts.last_mut()? += count;
+                }
+            }
+        }
+        let shape = dims.into_iter().collect::<Option<Vec<usize>>>()?;
+        Some(Nested { data, shape })
+    }
+
+    /// After a value: a `,` followed by another value, or the closing `]` (left for the caller).
+    fn after_value(&mut self) -> Option<()> {
+        self.ws();
+        match *self.b.get(self.i)? {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                // A trailing comma is not JSON.
+                (self.b.get(self.i) != Some(&b']')).then_some(())
+            }
+            b']' => Some(()),
+            _ => None,
+        }
+    }
+
+    /// A JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Option<f64> {
+        let start = self.i;
+        let b = self.b;
+        let mut i = self.i;
+        let neg = b.get(i) == Some(&b'-');
+        if neg {
+            i += 1;
+        }
+        let int_start = i;
+        let mut value: u64 = 0;
+        while let Some(c @ b'0'..=b'9') = b.get(i) {
+            value = value.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+            i += 1;
+        }
+        let int_len = i - int_start;
+        if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
+            return None;
+        }
+        let mut simple = true;
+        if b.get(i) == Some(&b'.') {
+            simple = false;
+            i += 1;
+            let s = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == s {
+                return None;
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            simple = false;
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let s = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == s {
+                return None;
+            }
+        }
+        self.i = i;
+        // Up to 15 digits an integer is exact in f64 and in the u64 accumulator.
+        if simple && int_len <= 15 {
+            let v = value as f64;
+            return Some(if neg { -v } else { v });
+        }
+        std::str::from_utf8(&b[start..i]).ok()?.parse::<f64>().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde(body: &str) -> Option<Nested> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            instances: Nested,
+        }
+        serde_json::from_str::<Body>(body).ok().map(|b| b.instances)
+    }
+
+    fn same(body: &str) {
+        let fast = instances_body(body.as_bytes());
+        let slow = serde(body);
+        let bits = |n: &Option<Nested>| {
+            n.as_ref().map(|n| {
+                (
+                    n.shape.clone(),
+                    n.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                )
+            })
+        };
+        assert_eq!(bits(&fast), bits(&slow), "{body}");
+    }
+
+    #[test]
+    fn agrees_with_serde_on_valid_bodies() {
+        for body in [
+            r#"{"instances": [[1, 2, 3], [4, 5, 6]]}"#,
+            r#" { "instances" : [ [ [0, 255], [17, 3] ] , [[1,2],[3,4]] ] } "#,
+            r#"{"instances": [[-0.5, 1e3, 2.5E-2, -7e+1, 0.1, 123456789012345678901234567890]]}"#,
+            r#"{"instances": [1.5, -2, 0]}"#,
+            r#"{"instances": []}"#,
+            r#"{"instances": [[]]}"#,
+            r#"{"instances": [[3.4028235e38, 1e39, -1e-50, 0.30000000000000004]]}"#,
+            "{\"instances\":\n[[1,\t2]]}",
+        ] {
+            assert!(instances_body(body.as_bytes()).is_some(), "{body}");
+            same(body);
+        }
+    }
+
+    #[test]
+    fn leaves_anything_unusual_to_serde() {
+        for body in [
+            r#"{"instances": [[1, 2], [3]]}"#,
+            r#"{"instances": [[1, 2], 3]}"#,
+            r#"{"instances": [1, [2]]}"#,
+            r#"{"instances": [[[1]], [2]]}"#,
+            r#"{"instances": [[[]], [2]]}"#,
+            r#"{"instances": [[1, 2,]]}"#,
+            r#"{"instances": [[01]]}"#,
+            r#"{"instances": [[1.]]}"#,
+            r#"{"instances": [[.5]]}"#,
+            r#"{"instances": [[+1]]}"#,
+            r#"{"instances": [[1e]]}"#,
+            r#"{"instances": [[NaN]]}"#,
+            r#"{"instances": [["1"]]}"#,
+            r#"{"instances": [[1, 2]], "x": 1}"#,
+            r#"{"instances": [[1 2]]}"#,
+            r#"{"instances": [[1, 2]]"#,
+            r#"{"instances": 3}"#,
+            r#"{"instance": [[1]]}"#,
+            r#"{"instances": [[1]]} x"#,
+        ] {
+            assert!(instances_body(body.as_bytes()).is_none(), "{body}");
+        }
+    }
+
+    /// `cargo test --release --lib fastjson::tests::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn speed() {
+        let row: Vec<String> = (0..784)
+            .map(|i| {
+                if i % 5 == 0 {
+                    ((i * 37) % 256).to_string()
+                } else {
+                    "0".into()
+                }
+            })
+            .collect();
+        let rows: Vec<String> = (0..1000).map(|_| format!("[{}]", row.join(", "))).collect();
+        let body = format!("{{\"instances\": [{}]}}", rows.join(", "));
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let fast = instances_body(body.as_bytes()).unwrap();
+            let t_fast = t.elapsed();
+            let t = std::time::Instant::now();
+            let slow = serde(&body).unwrap();
+            let t_serde = t.elapsed();
+            assert_eq!(fast, slow);
+            eprintln!("{} bytes: fast {t_fast:?}, serde {t_serde:?}", body.len());
+        }
+    }
+
+    #[test]
+    fn mnist_like_rows_parse_to_their_pixels() {
+        let row: Vec<String> = (0..784).map(|i| ((i * 37) % 256).to_string()).collect();
+        let body = format!("{{\"instances\": [[{}], [{}]]}}", row.join(","), row.join(", "));
+        let n = instances_body(body.as_bytes()).unwrap();
+        assert_eq!(n.shape, vec![2, 784]);
+        assert_eq!(n.data[1], 37.0);
+        same(&body);
+    }
+}
