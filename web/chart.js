@@ -35,6 +35,12 @@ export function niceTicks(min, max, count = 5) {
   return ticks;
 }
 
+// The viewBox width follows the container's pixel width (within bounds), so text keeps about
+// its CSS size on a phone instead of shrinking with a wide drawing.
+function chartWidth(px) {
+  return Number.isFinite(px) && px > 0 ? Math.max(300, Math.min(720, Math.round(px))) : 640;
+}
+
 export function fmtNum(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
   if (typeof v !== 'number') return String(v);
@@ -49,8 +55,8 @@ export function fmtNum(v) {
  * series: [{name, points: [[x, y], ...], color, dashed}]
  * markers: [{x, label, color}] drawn as vertical lines (best epoch, early stop).
  */
-export function lineChart({ title, xLabel = 'epoch', series, markers = [], height = 260, yMin }) {
-  const W = 640;
+export function lineChart({ title, xLabel = 'epoch', series, markers = [], height = 260, yMin, width }) {
+  const W = chartWidth(width);
   const H = height;
   const m = { l: 56, r: 16, t: title ? 28 : 12, b: 58 };
   const svg = el('svg', {
@@ -94,7 +100,9 @@ export function lineChart({ title, xLabel = 'epoch', series, markers = [], heigh
   for (const mk of markers) {
     const g = el('g', { class: 'marker', 'data-marker': mk.label });
     g.append(el('line', { x1: sx(mk.x), x2: sx(mk.x), y1: m.t, y2: H - m.b, stroke: mk.color || '#6b7280', 'stroke-dasharray': '4 3' }));
-    g.append(el('text', { x: sx(mk.x) + 4, y: m.t + 12 + (mk.row || 0) * 13, class: 'marker-label', fill: mk.color || '#6b7280' }, mk.label));
+    // Near the right edge the label goes to the left of its line so it is not cut off.
+    const right = sx(mk.x) > W - m.r - 110;
+    g.append(el('text', { x: sx(mk.x) + (right ? -4 : 4), y: m.t + 12 + (mk.row || 0) * 13, 'text-anchor': right ? 'end' : 'start', class: 'marker-label', fill: mk.color || '#6b7280' }, mk.label));
     svg.append(g);
   }
 
@@ -127,8 +135,8 @@ export function lineChart({ title, xLabel = 'epoch', series, markers = [], heigh
 }
 
 /** Vertical bars, one per label (class distribution). */
-export function barChart({ title, labels, values, height = 220, color = PALETTE[0] }) {
-  const W = 640;
+export function barChart({ title, labels, values, height = 220, color = PALETTE[0], width }) {
+  const W = chartWidth(width);
   const H = height;
   const m = { l: 56, r: 12, t: title ? 28 : 12, b: 34 };
   const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart bar-chart', role: 'img', 'aria-label': title || 'bar chart' });
@@ -145,7 +153,7 @@ export function barChart({ title, labels, values, height = 220, color = PALETTE[
   const n = Math.max(1, values.length);
   const slot = (W - m.l - m.r) / n;
   const bw = Math.max(1, slot * 0.75);
-  const labelEvery = Math.ceil(n / 30);
+  const labelEvery = Math.ceil(n / Math.max(5, Math.floor(W / 22)));
   values.forEach((v, i) => {
     const x = m.l + i * slot + (slot - bw) / 2;
     const r = el('rect', { x, y: sy(v), width: bw, height: Math.max(0, H - m.b - sy(v)), fill: color, class: 'bar' });

@@ -198,6 +198,7 @@ export async function datasetPage(root, id) {
   const classes = classEntries(ds);
   const grid = h('div', { class: 'sample-grid', 'data-testid': 'sample-grid' });
   const delStatus = h('div');
+  const chartBox = h('div');
   clear(
     root,
     h('p', { class: 'crumbs' }, h('a', { href: '#/datasets' }, 'Datasets'), ' / ', ds.name),
@@ -233,12 +234,16 @@ export async function datasetPage(root, id) {
         'section',
         { class: 'card', 'data-testid': 'class-chart' },
         h('h2', {}, 'Class distribution'),
-        classes.length
-          ? barChart({ labels: classes.map((c) => c[0]), values: classes.map((c) => c[1]) })
-          : h('p', { class: 'muted' }, 'No class labels (regression targets).'),
+        chartBox,
       ),
     ),
     h('section', { class: 'card' }, h('h2', {}, `Samples (first ${Math.min(20, ds.n_samples)})`), grid),
+  );
+  // Drawn once the card is in the page, so the chart can size itself to it.
+  chartBox.append(
+    classes.length
+      ? barChart({ labels: classes.map((c) => c[0]), values: classes.map((c) => c[1]), width: chartBox.clientWidth })
+      : h('p', { class: 'muted' }, 'No class labels (regression targets).'),
   );
   await loadSamples(ds, grid);
 }

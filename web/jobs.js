@@ -400,6 +400,7 @@ export async function jobPage(root, ctx, id) {
       lossBox,
       lineChart({
         title: 'Loss',
+        width: lossBox.clientWidth,
         series: [
           { name: 'train loss', points: pts('loss'), color: PALETTE[0] },
           { name: 'val loss', points: pts('val_loss'), color: PALETTE[1], dashed: true },
@@ -413,6 +414,7 @@ export async function jobPage(root, ctx, id) {
       accKeys.length || list.length === 0
         ? lineChart({
             title: 'Accuracy',
+            width: accBox.clientWidth,
             series: [
               { name: 'train accuracy', points: pts('accuracy'), color: PALETTE[0] },
               { name: 'val accuracy', points: pts('val_accuracy'), color: PALETTE[1], dashed: true },
