@@ -1,2 +1,8 @@
 //! fitd: train Keras-style Sequential models over HTTP, stream their metrics, serve their predictions.
+pub mod config;
+pub mod data;
+pub mod domain;
+pub mod http;
 pub mod nn;
+pub mod startup;
+pub mod store;

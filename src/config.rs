@@ -1,0 +1,124 @@
+//! Settings from command-line flags and `FITD_*` environment variables.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `fitd`: train Keras-style Sequential models over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "fitd", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(Box<Config>),
+    /// Print the OpenAPI description (YAML) of the HTTP API to stdout.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `fitd serve` can be told; tests build it with [`Config::for_tests`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, env = "FITD_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// SQLite database file, created on first start; dataset arrays live next to it in `<stem>-data/`.
+    #[arg(long, env = "FITD_DB", default_value = "./fitd.db")]
+    pub db: PathBuf,
+
+    /// Training worker threads (default: number of cores).
+    #[arg(long, env = "FITD_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
+
+    /// Largest accepted dataset upload body, in bytes (default 1 GiB).
+    #[arg(long, env = "FITD_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
+    pub max_upload_bytes: usize,
+
+    /// Largest accepted JSON request body, in bytes (default 8 MiB).
+    #[arg(long, env = "FITD_MAX_JSON_BYTES", default_value_t = 8 << 20)]
+    pub max_json_bytes: usize,
+
+    /// Largest parameter count a model may have; bigger models are rejected with 422.
+    #[arg(long, env = "FITD_MAX_PARAMS", default_value_t = 50_000_000)]
+    pub max_params: u64,
+
+    /// Log format on stderr.
+    #[arg(long, env = "FITD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Seconds a request may take before the server answers 408 (streams are not cut).
+    #[arg(long, env = "FITD_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    pub request_timeout_secs: u64,
+
+    /// Base URL the MNIST IDX files are downloaded from.
+    #[arg(
+        long,
+        env = "FITD_MNIST_URL",
+        default_value = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    )]
+    pub mnist_url: String,
+
+    /// Base URL the Fashion-MNIST IDX files are downloaded from.
+    #[arg(
+        long,
+        env = "FITD_FASHION_MNIST_URL",
+        default_value = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+    )]
+    pub fashion_mnist_url: String,
+
+    /// Expected SHA-256 of a downloaded file, as `source/file=hex`
+    /// (e.g. `mnist/train-images-idx3-ubyte.gz=...`); overrides the built-in digest, for private mirrors.
+    #[arg(long = "download-sha256", env = "FITD_DOWNLOAD_SHA256", value_delimiter = ',', value_parser = parse_digest)]
+    pub download_sha256: Vec<(String, String)>,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn parse_digest(s: &str) -> Result<(String, String), String> {
+    let (key, hex) = s
+        .split_once('=')
+        .ok_or_else(|| "expected source/file=sha256hex".to_string())?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{hex:?} is not a 64-digit hexadecimal SHA-256"));
+    }
+    Ok((key.to_string(), hex.to_ascii_lowercase()))
+}
+
+impl Config {
+    /// Defaults as `fitd serve` would use them, listening on a free port with the given database.
+    pub fn for_tests(db: PathBuf) -> Config {
+        Config {
+            addr: "127.0.0.1:0".parse().expect("valid literal address"),
+            db,
+            workers: 2,
+            max_upload_bytes: 1 << 30,
+            max_json_bytes: 8 << 20,
+            max_params: 50_000_000,
+            log_format: LogFormat::Text,
+            request_timeout_secs: 300,
+            mnist_url: "http://127.0.0.1:9/mnist/".into(),
+            fashion_mnist_url: "http://127.0.0.1:9/fashion/".into(),
+            download_sha256: Vec::new(),
+        }
+    }
+
+    /// Digest overrides keyed by `source/file`.
+    pub fn digest_overrides(&self) -> HashMap<String, String> {
+        self.download_sha256.iter().cloned().collect()
+    }
+}

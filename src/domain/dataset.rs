@@ -1,0 +1,1 @@
+//! Dataset kinds and metadata shared by parsing, storage and the HTTP views.

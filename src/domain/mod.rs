@@ -1,0 +1,4 @@
+//! Validated request and resource types shared by the HTTP layer and storage.
+
+pub mod dataset;
+pub mod model;

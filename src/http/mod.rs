@@ -1,0 +1,104 @@
+//! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
+
+// pub mod datasets;
+pub mod error;
+pub mod health;
+pub mod models;
+pub mod pagination;
+pub mod state;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, StatusCode};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, AppJson, Problem, ProblemField};
+pub use state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fitd",
+        description = "Training as a service: upload datasets, define Keras-style Sequential models, \
+                       train them in the background, stream metrics and serve predictions.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    tags(
+        (name = "health", description = "Liveness and readiness probes"),
+        (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
+        (name = "models", description = "Model architectures (Sequential specs)"),
+    ),
+
+    components(schemas(Problem, ProblemField)),
+)]
+struct ApiDoc;
+
+/// Routes and their OpenAPI description, before state is attached.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new().merge(models::router());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .nest("/v1", v1)
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The OpenAPI document as YAML, what `fitd openapi` prints and `openapi/openapi.yaml` holds.
+pub fn openapi_yaml() -> anyhow::Result<String> {
+    Ok(openapi().to_yaml()?)
+}
+
+/// The complete application: API routes, docs, and the middleware stack.
+pub fn router(state: AppState) -> Router {
+    let (api, spec) = api_router().split_for_parts();
+    let config = state.config.clone();
+    let api = api
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec));
+    api.fallback(|| async {
+        ApiError::Status {
+            status: StatusCode::NOT_FOUND,
+            detail: "no such route".into(),
+        }
+    })
+    .layer(DefaultBodyLimit::max(config.max_json_bytes))
+    .layer(axum::middleware::from_fn(error::problem_for_plain_errors))
+    .layer(CompressionLayer::new().gzip(true))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(config.request_timeout_secs),
+    ))
+    .layer(
+        CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+            .allow_headers(Any)
+            .expose_headers(Any),
+    )
+    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    .layer(
+        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }),
+    )
+    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}

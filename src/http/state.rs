@@ -1,0 +1,33 @@
+//! `AppState`, what every handler can reach: settings, storage, the outbound HTTP client.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Shared by all handlers; every field is cheap to clone (an `Arc` or a pool handle).
+///
+/// Add subsystems (a job queue, an event hub, a model cache) as further fields.
+#[derive(Clone)]
+pub struct AppState {
+    /// The settings the server was started with.
+    pub config: Arc<Config>,
+    /// SQLite pool and dataset files.
+    pub store: Store,
+    /// Client for dataset downloads; one per server so connections are reused.
+    pub http_client: reqwest::Client,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Store) -> anyhow::Result<AppState> {
+        let http_client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("fitd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(AppState {
+            config: Arc::new(config),
+            store,
+            http_client,
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! Composition root: storage, state, router and listener, plus running until a shutdown signal.
+
+use std::future::Future;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::Store;
+
+/// A server that is bound and ready to run; building it first lets callers learn the port.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    router: Router,
+}
+
+impl Application {
+    /// Opens the database (applying migrations), builds the state and router, and binds `config.addr`.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Store::open(&config.db)
+            .await
+            .with_context(|| format!("opening the database {}", config.db.display()))?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState::new(config, store)?;
+        let router = http::router(state.clone());
+        Ok(Application {
+            listener,
+            port,
+            state,
+            router,
+        })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(port = self.port, "fitd listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.state.store.pool.close().await;
+        tracing::info!("fitd stopped");
+        Ok(())
+    }
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,134 @@
+//! All SQL and on-disk storage: the SQLite pool, migrations, and dataset array files.
+//!
+//! Layout: the database file `<dir>/<stem>.db` and, next to it, `<dir>/<stem>-data/` holding one
+//! directory of `.npy` arrays per dataset (`datasets/<id>/`), written under a temporary name and
+//! renamed into place before the metadata row is inserted, so a crash never leaves a row without data.
+
+// pub mod datasets;
+pub mod models;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Storage failures; the HTTP layer maps them to problems.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored array is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The database pool plus the directory holding dataset arrays; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: SqlitePool,
+    data_dir: Arc<PathBuf>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database in WAL mode and applies pending migrations.
+    pub async fn open(db_path: &Path) -> Result<Store, Error> {
+        if let Some(parent) = db_path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", db_path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let stem = db_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "fitd".into());
+        let dir = db_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{stem}-data"));
+        std::fs::create_dir_all(dir.join("datasets"))?;
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        Ok(Store {
+            pool,
+            data_dir: Arc::new(dir),
+        })
+    }
+
+    /// `<db stem>-data/`, the root of file storage.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where a dataset's arrays live.
+    pub fn dataset_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("datasets").join(id)
+    }
+
+    /// Scratch space on the same file system as the data, so finished files can be renamed into place.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// Checks the database answers; used by `/readyz`.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// RFC 3339 timestamp of now, the format every `created_at` column holds.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current UTC time cannot fail")
+}
+
+/// A new opaque id; v7 so ids sort roughly by creation time in logs.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// One page of a list: rows after the cursor, and the cursor of the next page if there is one.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Maps constraint violations to conflicts (a row still referenced, a duplicate key); everything
+/// else stays a database error.
+pub fn map_sqlx(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &e {
+        match db.kind() {
+            sqlx::error::ErrorKind::ForeignKeyViolation => {
+                return Error::Conflict("the resource is still referenced by another one".into());
+            }
+            sqlx::error::ErrorKind::UniqueViolation => {
+                return Error::Conflict("a resource with that key already exists".into());
+            }
+            _ => {}
+        }
+    }
+    Error::Sqlx(e)
+}

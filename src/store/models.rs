@@ -1,0 +1,130 @@
+//! SQL for model architectures (`models` table).
+
+use sqlx::Row;
+
+use super::{Error, Page, Store, map_sqlx};
+
+/// A stored model architecture; `spec` is the JSON of `domain::model::ModelSpec`.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub id: String,
+    pub name: String,
+    pub spec: String,
+    /// Set once a training job has used the model; the spec is frozen from then on.
+    pub locked: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRow, sqlx::Error> {
+    Ok(ModelRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        spec: r.try_get("spec")?,
+        locked: r.try_get::<i64, _>("locked")? != 0,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn insert(store: &Store, row: &ModelRow) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO models (id, name, spec, locked, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.name)
+    .bind(&row.spec)
+    .bind(row.locked as i64)
+    .bind(&row.created_at)
+    .bind(&row.updated_at)
+    .execute(&store.pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<ModelRow, Error> {
+    let row = sqlx::query("SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("model"))?;
+    Ok(from_row(&row)?)
+}
+
+/// Models in creation order, `limit` of them after the model with id `after`.
+pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<ModelRow>, Error> {
+    let after_seq = match after {
+        None => 0,
+        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?
+            .ok_or(Error::NotFound("cursor"))?,
+    };
+    let rows = sqlx::query(
+        "SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE seq > ? ORDER BY seq LIMIT ?",
+    )
+        .bind(after_seq)
+        .bind(limit + 1)
+        .fetch_all(&store.pool)
+        .await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
+    let done = sqlx::query("DELETE FROM models WHERE id = ?")
+        .bind(id)
+        .execute(&store.pool)
+        .await
+        .map_err(map_sqlx)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound("model"));
+    }
+    Ok(())
+}
+
+/// Replaces the spec of an unlocked model, only if it still equals `old_spec`, so two concurrent
+/// appends cannot silently drop one another and nothing changes after a job locked the model.
+pub async fn update_spec(store: &Store, id: &str, old_spec: &str, new_spec: &str) -> Result<(), Error> {
+    let done =
+        sqlx::query("UPDATE models SET spec = ?, updated_at = ? WHERE id = ? AND locked = 0 AND spec = ?")
+            .bind(new_spec)
+            .bind(super::now_rfc3339())
+            .bind(id)
+            .bind(old_spec)
+            .execute(&store.pool)
+            .await?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let row = get(store, id).await?;
+    if row.locked {
+        Err(Error::Conflict(format!(
+            "model {id:?} has been used by a training job; its layers can no longer change"
+        )))
+    } else {
+        Err(Error::Conflict(format!(
+            "model {id:?} was changed concurrently; retry"
+        )))
+    }
+}
+
+/// Freezes a model's spec; called when a training job starts using it.
+pub async fn lock(store: &Store, id: &str) -> Result<(), Error> {
+    let done = sqlx::query("UPDATE models SET locked = 1 WHERE id = ?")
+        .bind(id)
+        .execute(&store.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound("model"));
+    }
+    Ok(())
+}

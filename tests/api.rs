@@ -1,0 +1,10 @@
+//! API tests: the real server on 127.0.0.1:0 with a temporary database, driven over HTTP.
+//!
+//! One test binary (each extra binary costs a link); the resource suites are sub-modules.
+
+mod api {
+    pub mod support;
+
+    mod errors;
+    mod models;
+}
