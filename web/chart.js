@@ -46,7 +46,7 @@ export function fmtNum(v) {
   if (typeof v !== 'number') return String(v);
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
-  if (Number.isInteger(v)) return String(v);
+  if (Number.isInteger(v)) return a >= 10000 ? v.toLocaleString('en-US') : String(v);
   return v.toPrecision(4).replace(/\.?0+$/, '');
 }
 

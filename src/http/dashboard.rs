@@ -121,11 +121,17 @@ fn serve(name: &str, request: &HeaderMap) -> Response {
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag.to_str().unwrap_or_default() || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == etag.to_str().unwrap_or_default() || t.trim() == "*")
+        });
     let common = [
         (header::ETAG, etag.clone()),
         (header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL)),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
     ];
     if fresh {
         return (StatusCode::NOT_MODIFIED, common).into_response();
@@ -194,7 +200,10 @@ mod tests {
         for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
             let res = call(&format!("/assets/{}", asset.name), None).await;
             assert_eq!(res.status(), StatusCode::OK, "{}", asset.name);
-            assert_eq!(res.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+            assert_eq!(
+                res.headers()[header::CONTENT_TYPE],
+                "text/javascript; charset=utf-8"
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
 // pub mod datasets;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod models;
@@ -68,7 +69,8 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let api = api
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec));
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(dashboard::router());
     api.fallback(|| async {
         ApiError::Status {
             status: StatusCode::NOT_FOUND,
