@@ -70,7 +70,7 @@ function probabilityBars(pred, labels) {
       probs.map((p, i) => {
         const fill = h('div', { class: 'prob-fill' });
         fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
-        return h('div', { class: `prob-row${i === cls ? ' top' : ''}` }, h('span', { class: 'prob-label' }, String(labels?.[i] ?? i)), h('div', { class: 'prob-track' }, fill), h('span', { class: 'prob-value' }, fmtNum(p)));
+        return h('div', { class: `prob-row${i === cls ? ' winner' : ''}` }, h('span', { class: 'prob-label' }, String(labels?.[i] ?? i)), h('div', { class: 'prob-track' }, fill), h('span', { class: 'prob-value' }, fmtNum(p)));
       }),
     ),
   );
