@@ -238,6 +238,7 @@ export async function datasetPage(root, id) {
       ),
     ),
     h('section', { class: 'card' }, h('h2', {}, `Samples (first ${Math.min(20, ds.n_samples)})`), grid),
+    pcaForm(ds),
   );
   // Drawn once the card is in the page, so the chart can size itself to it.
   chartBox.append(
@@ -283,6 +284,34 @@ async function loadSamples(ds, grid) {
       cell.title = r.reason?.message || 'failed';
     }
   });
+}
+
+/** Derives a dataset of PCA features; its sample images show the reconstruction. */
+function pcaForm(ds) {
+  const k = h('input', { name: 'n_components', type: 'number', min: '1', value: '50' });
+  const out = h('div');
+  const form = h(
+    'form',
+    { class: 'card inline-form', 'data-testid': 'pca-form' },
+    h('h2', {}, 'Derive a PCA dataset'),
+    h('div', { class: 'inline' }, field('Components', k), h('button', { type: 'submit' }, 'Derive')),
+    out,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const button = form.querySelector('button');
+    button.disabled = true;
+    clear(out, message('info', 'Fitting PCA…'));
+    try {
+      const res = await post(`/v1/datasets/${encodeURIComponent(ds.id)}/pca`, { n_components: Number(k.value) });
+      location.hash = `#/datasets/${res.body?.id || idFromLocation(res.headers.get('Location'))}`;
+    } catch (err) {
+      clear(out, message('error', err));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
 }
 
 async function deleteDataset(ds, status) {

@@ -19,9 +19,13 @@ export const jobModelId = (j) => j.model_id ?? j.request?.model_id;
 export const jobDatasetId = (j) => j.dataset_id ?? j.request?.dataset_id;
 const jobEpochs = (j) => j.epochs ?? j.request?.fit?.epochs ?? j.fit?.epochs;
 
-/** Completed epochs as a count, whatever base the server numbers epochs in. */
+/**
+ * Completed epochs as a count. The job's `epoch` is the last completed epoch, numbered from 0
+ * like Keras History (null before the first one ends).
+ */
 function epochsDone(j) {
-  return Number.isFinite(j.epochs_completed) ? j.epochs_completed : Number.isFinite(j.epoch) ? j.epoch : 0;
+  if (Number.isFinite(j.epochs_completed)) return j.epochs_completed;
+  return Number.isFinite(j.epoch) ? j.epoch + 1 : 0;
 }
 
 function batchFraction(p) {
@@ -116,7 +120,7 @@ export async function jobsPage(root, ctx, query) {
       const q = filter.value ? `?status=${encodeURIComponent(filter.value)}` : '';
       const jobs = await listAll(`/v1/jobs${q}`, 200);
       const bests = await Promise.all(
-        jobs.map((j) => (epochsDone(j) > 0 || j.best_epoch !== null ? pollHistory(j.id, histories).catch(() => null) : null)),
+        jobs.map((j) => (epochsDone(j) > 0 || Number.isFinite(j.best_epoch) ? pollHistory(j.id, histories).catch(() => null) : null)),
       );
       if (!ctx.alive()) return;
       renderJobs(listBox, jobs, bests, names);
@@ -145,7 +149,7 @@ function renderJobs(box, jobs, bests, names) {
       jobs.map((j, i) => {
         const total = jobEpochs(j);
         const done = epochsDone(j);
-        const batch = batchFraction(j.progress);
+        const batch = batchFraction(j.progress || j);
         const best = bests[i] ? bestOf(bests[i].records, j.best_epoch) : null;
         return h(
           'tr',
@@ -444,7 +448,7 @@ export async function jobPage(root, ctx, id) {
   const refreshJob = async () => {
     try {
       job = await get(`/v1/jobs/${encodeURIComponent(job.id)}`);
-      if (job.progress) batch = batchFraction(job.progress) || batch;
+      batch = batchFraction(job.progress || job) || batch;
     } catch (err) {
       clear(actionMsg, message('error', err));
     }
