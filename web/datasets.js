@@ -196,6 +196,7 @@ export async function datasetPage(root, id) {
     return;
   }
   const classes = classEntries(ds);
+  const evr = ds.explained_variance_ratio || ds.derivation?.pca?.explained_variance_ratio;
   const grid = h('div', { class: 'sample-grid', 'data-testid': 'sample-grid' });
   const delStatus = h('div');
   const chartBox = h('div');
@@ -220,14 +221,15 @@ export async function datasetPage(root, id) {
         facts([
           ['Samples', ds.n_samples],
           ['Input shape', fmtShape(ds.input_shape)],
-          ['Classes', ds.n_classes ?? (classes.length || 'regression targets')],
+          ['Classes', ds.n_classes ?? (classes.length || `none: ${ds.n_targets ?? ''} regression target(s)`)],
           ['Value range', rangeText(ds.feature_range)],
           ['Size', fmtBytes(ds.size_bytes)],
           ['Created', fmtDate(ds.created_at)],
+          ['Kind', ds.kind ? ds.kind.replaceAll('_', ' ') : '–'],
+          ['Source', ds.source || '–'],
+          ...(ds.parent_id ? [['Derived from', h('a', { href: `#/datasets/${ds.parent_id}` }, shortId(ds.parent_id))]] : []),
+          ...(evr ? [['Explained variance', `${(evr.reduce((a, b) => a + b, 0) * 100).toFixed(1)} % in ${evr.length} components`]] : []),
           ['Id', h('code', {}, ds.id)],
-          ...(ds.explained_variance_ratio
-            ? [['Explained variance', `${fmtNum(ds.explained_variance_ratio.reduce((a, b) => a + b, 0))} (${ds.explained_variance_ratio.length} components)`]]
-            : []),
         ]),
       ),
       h(
@@ -260,6 +262,12 @@ export async function fetchSample(datasetId, index) {
 }
 
 async function loadSamples(ds, grid) {
+  const shape = ds.input_shape || [];
+  // A PCA dataset's samples are drawn as their reconstruction in the parent's 2-D shape.
+  if (shape.length !== 2 && !ds.parent_id && ds.source !== 'pca') {
+    grid.append(message('info', `Samples are drawn as images for 2-D inputs only; each sample here has ${shape.reduce((a, b) => a * b, 1)} features.`));
+    return;
+  }
   const n = Math.min(20, ds.n_samples || 0);
   const cells = [];
   for (let i = 0; i < n; i += 1) {
