@@ -57,6 +57,7 @@ export async function datasetsPage(root) {
             h('td', {}, fmtDate(d.created_at)),
           ),
         ),
+        { class: 'stack' },
       ),
     );
   } catch (err) {

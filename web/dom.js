@@ -125,12 +125,18 @@ export function message(kind, content) {
   return box;
 }
 
+/**
+ * A table in a horizontally scrolling wrapper. Each cell carries its column name in data-label,
+ * so tables with class `stack` can turn into one card per row on a phone (see app.css).
+ */
 export function table(headers, rows, attrs = {}) {
-  return h(
-    'div',
-    { class: 'table-wrap' },
-    h('table', attrs, h('thead', {}, h('tr', {}, headers.map((x) => h('th', {}, x)))), h('tbody', {}, rows)),
-  );
+  const body = h('tbody', {}, rows);
+  for (const tr of body.rows) {
+    [...tr.cells].forEach((td, i) => {
+      if (headers[i]) td.dataset.label = headers[i];
+    });
+  }
+  return h('div', { class: 'table-wrap' }, h('table', attrs, h('thead', {}, h('tr', {}, headers.map((x) => h('th', {}, x)))), body));
 }
 
 export function field(label, control, hint) {

@@ -168,7 +168,7 @@ function renderJobs(box, jobs, bests, names) {
           h('td', {}, fmtDate(j.created_at)),
         );
       }),
-      { class: 'jobs-table' },
+      { class: 'jobs-table stack' },
     ),
   );
 }

@@ -63,6 +63,7 @@ export async function modelsPage(root) {
             h('td', {}, fmtDate(m.created_at)),
           ),
         ),
+        { class: 'stack' },
       ),
     );
   } catch (err) {

@@ -31,6 +31,7 @@ export async function savedModelsPage(root) {
             h('td', {}, fmtDate(s.created_at)),
           ),
         ),
+        { class: 'stack' },
       ),
     );
   } catch (err) {
