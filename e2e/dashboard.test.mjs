@@ -316,7 +316,8 @@ describe('fitd dashboard', () => {
     }
   });
 
-  test('no page raised an uncaught script error', () => {
+  test('no page raised an uncaught script error or broke its content security policy', () => {
     assert.deepEqual(state.pageErrors, []);
+    assert.deepEqual(state.consoleErrors.filter((e) => /Content Security Policy/i.test(e)), []);
   });
 });
