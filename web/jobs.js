@@ -196,6 +196,13 @@ function startJobForm(models, datasets, saved, query) {
     restore: h('input', { type: 'checkbox', name: 'restore_best_weights', checked: true }),
     initial: select('initial_weights', [['', 'none: start from random weights'], ...saved.map((s) => [s.id, `saved model ${shortId(s.id)}`])], ''),
   };
+  // Only weights of the chosen architecture can seed a job.
+  const syncInitial = () => {
+    for (const o of c.initial.options) o.hidden = Boolean(o.value) && saved.find((s) => s.id === o.value)?.model_id !== c.model_id.value;
+    if (c.initial.selectedOptions[0]?.hidden) c.initial.value = '';
+  };
+  c.model_id.addEventListener('change', syncInitial);
+  syncInitial();
   const momentumField = field('Momentum (sgd)', c.momentum);
   const earlyBox = h('div', { class: 'sub-fields' }, field('Monitor', c.monitor), field('Patience (epochs)', c.patience), h('label', { class: 'check' }, c.restore, ' restore best weights at the end'));
   const sync = () => {
