@@ -5,6 +5,7 @@
 mod api {
     pub mod support;
 
+    mod datasets;
     mod errors;
     mod models;
 }

@@ -1,7 +1,7 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
-// pub mod datasets;
 pub mod dashboard;
+pub mod datasets;
 pub mod error;
 pub mod health;
 pub mod models;
@@ -41,13 +41,17 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "models", description = "Model architectures (Sequential specs)"),
     ),
 
+    paths(datasets::get_dataset_sample),
     components(schemas(Problem, ProblemField)),
 )]
 struct ApiDoc;
 
-/// Routes and their OpenAPI description, before state is attached.
-pub fn api_router() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new().merge(models::router());
+/// Routes and their OpenAPI description, before state is attached; uploads may be up to
+/// `max_upload_bytes`, every other body is limited by the JSON limit layered in [`router`].
+pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .merge(datasets::router(max_upload_bytes))
+        .merge(models::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/v1", v1)
@@ -55,7 +59,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    api_router(1 << 30).into_openapi()
 }
 
 /// The OpenAPI document as YAML, what `fitd openapi` prints and `openapi/openapi.yaml` holds.
@@ -65,9 +69,10 @@ pub fn openapi_yaml() -> anyhow::Result<String> {
 
 /// The complete application: API routes, docs, and the middleware stack.
 pub fn router(state: AppState) -> Router {
-    let (api, spec) = api_router().split_for_parts();
+    let (api, spec) = api_router(state.config.max_upload_bytes).split_for_parts();
     let config = state.config.clone();
     let api = api
+        .merge(datasets::extra_routes())
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .merge(dashboard::router());

@@ -1,8 +1,24 @@
 //! The numeric engine: Sequential models, training, evaluation and prediction on ndarray.
 //!
 //! Knows nothing of HTTP, tokio or SQL.
+pub mod callbacks;
+pub mod error;
+pub mod kernels;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod pca;
 pub mod spec;
+pub mod train;
 
+pub use callbacks::{EarlyStopping, EarlyStoppingDecision, EpochLogs, Mode, ModelCheckpoint};
+pub use error::{Error, Result};
+pub use kernels::enable_flush_to_zero;
+pub use loss::{Loss, Targets};
+pub use model::{Evaluation, Model, NamedTensor};
+pub use optim::Optimizer;
+pub use pca::Pca;
 pub use spec::{
     Activation, Dim, FieldError, LayerConfig, LayerKind, ModelConfig, PcaSize, Summary, SummaryRow,
 };
+pub use train::{Data, EpochOutcome, StopReason, TrainConfig, Trainer, fit};

@@ -1,0 +1,725 @@
+//! Training: the epoch loop with shuffling, validation, hooks and cancellation, callback decisions,
+//! and a training state that can be saved and restored bit-identically.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array2, ArrayView2, s};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use super::callbacks::{EarlyStopping, EpochLogs, ModelCheckpoint};
+use super::error::{Error, Result};
+use super::kernels::FlushToZero;
+use super::loss::{BatchStats, Loss, Targets, batch_loss};
+use super::model::{Model, NamedTensor, Workspace};
+use super::optim::{Optimizer, OptimizerState};
+use super::spec::ModelConfig;
+
+/// How to train: Keras's `compile` and `fit` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Reshuffle the training samples before each epoch.
+    pub shuffle: bool,
+    /// Seeds shuffling and dropout; with the model seed it fixes the whole run.
+    pub seed: u64,
+    pub early_stopping: Option<EarlyStopping>,
+    pub checkpoint: Option<ModelCheckpoint>,
+}
+
+impl TrainConfig {
+    /// Keras's `fit` defaults: 1 epoch, batch size 32, shuffling, no callbacks; seed 0.
+    pub fn new(loss: Loss, optimizer: Optimizer) -> Self {
+        TrainConfig {
+            loss,
+            optimizer,
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            seed: 0,
+            early_stopping: None,
+            checkpoint: None,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::TrainOption {
+                field: "epochs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.batch_size == 0 {
+            return Err(Error::TrainOption {
+                field: "batch_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(es) = &self.early_stopping
+            && !es.min_delta.is_finite()
+        {
+            return Err(Error::TrainOption {
+                field: "early_stopping.min_delta",
+                reason: "must be finite".into(),
+            });
+        }
+        self.optimizer.check()
+    }
+}
+
+/// Inputs and targets, shared so that several trainers (or a trainer and a server cache) can hold
+/// the same data without copies.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// Shape `(n_samples, input_dim)`.
+    pub x: Arc<Array2<f32>>,
+    /// `n_samples` targets.
+    pub y: Arc<Targets>,
+}
+
+impl Data {
+    pub fn new(x: impl Into<Arc<Array2<f32>>>, y: impl Into<Arc<Targets>>) -> Self {
+        Data {
+            x: x.into(),
+            y: y.into(),
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.x.nrows() == 0
+    }
+}
+
+impl From<(Array2<f32>, Targets)> for Data {
+    fn from((x, y): (Array2<f32>, Targets)) -> Self {
+        Data::new(x, y)
+    }
+}
+
+/// Why training ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every configured epoch ran.
+    AllEpochs,
+    /// EarlyStopping saw no improvement for `patience` epochs.
+    EarlyStopping { best_epoch: Option<usize> },
+    /// The caller asked to stop ([`Trainer::request_stop`]).
+    Requested,
+}
+
+/// What [`Trainer::run_epoch`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EpochOutcome {
+    Completed {
+        logs: EpochLogs,
+        /// The checkpoint decision: save now. With a [`ModelCheckpoint`] it is its decision;
+        /// without one, whether `val_loss` (or `loss` without validation data) is the best so far.
+        improved: bool,
+        /// Set when this was the last epoch.
+        stop: Option<StopReason>,
+    },
+    /// The cancel flag was seen between batches; the weights include the batches already run.
+    Cancelled,
+}
+
+/// Trains one model on one data set, an epoch at a time.
+pub struct Trainer {
+    model: Model,
+    cfg: TrainConfig,
+    train: Data,
+    val: Option<Data>,
+    ws: Workspace,
+    eval_ws: Option<Workspace>,
+    opt: OptimizerState,
+    rng: ChaCha8Rng,
+    perm: Vec<usize>,
+    epoch: usize,
+    history: Vec<EpochLogs>,
+    stopped: Option<StopReason>,
+    best_weights: Option<Vec<NamedTensor>>,
+}
+
+/// Rows per validation forward pass: wider GEMMs than a training batch and the same results.
+const EVAL_ROWS: usize = 256;
+
+const STATE_FORMAT: &str = "fitd-training-state/1";
+
+impl Trainer {
+    /// Checks the data and configuration against the model, fits its `pca` layers on the training
+    /// inputs and prepares every buffer.
+    pub fn new(
+        mut model: Model,
+        cfg: TrainConfig,
+        train: impl Into<Data>,
+        val: Option<Data>,
+    ) -> Result<Trainer> {
+        let train = train.into();
+        cfg.check()?;
+        if train.is_empty() {
+            return Err(Error::Empty("training data"));
+        }
+        model.check_inputs(train.x.view(), "training inputs")?;
+        if let Some(v) = &val {
+            model.check_inputs(v.x.view(), "validation inputs")?;
+        }
+        model.fit_pcas(train.x.view())?;
+        Self::assemble(model, cfg, train, val)
+    }
+
+    fn assemble(model: Model, cfg: TrainConfig, train: Data, val: Option<Data>) -> Result<Trainer> {
+        cfg.check()?;
+        if !model.has_trainable() {
+            return Err(Error::TrainOption {
+                field: "layers",
+                reason: "the model has no trainable layer; add a dense layer".into(),
+            });
+        }
+        model.check_inputs(train.x.view(), "training inputs")?;
+        model.check_targets(train.x.view(), &train.y, cfg.loss, "training data")?;
+        if let Some(v) = &val {
+            model.check_inputs(v.x.view(), "validation inputs")?;
+            model.check_targets(v.x.view(), &v.y, cfg.loss, "validation data")?;
+        }
+        let monitors = [
+            cfg.early_stopping
+                .as_ref()
+                .map(|e| ("early_stopping.monitor", e.monitor.as_str())),
+            cfg.checkpoint
+                .as_ref()
+                .map(|c| ("checkpoint.monitor", c.monitor.as_str())),
+        ];
+        for (field, monitor) in monitors.into_iter().flatten() {
+            let known = ["loss", "accuracy", "acc", "val_loss", "val_accuracy", "val_acc"];
+            let reason = if !known.contains(&monitor) {
+                Some(format!("unknown metric {monitor:?}; use one of {known:?}"))
+            } else if monitor.starts_with("val_") && val.is_none() {
+                Some(format!(
+                    "{monitor} needs validation data (validation_split or validation_data)"
+                ))
+            } else if monitor.contains("acc") && !cfg.loss.has_accuracy() {
+                Some(format!(
+                    "{monitor} is not computed for loss {}",
+                    cfg.loss.as_str()
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::TrainOption { field, reason });
+            }
+        }
+        let n = train.len();
+        let ws = Workspace::new(&model, cfg.batch_size.min(n), true);
+        let eval_ws = val
+            .as_ref()
+            .map(|v| Workspace::new(&model, EVAL_ROWS.min(v.len()), false));
+        let opt = OptimizerState::new(&cfg.optimizer, &model.param_lens());
+        let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        Ok(Trainer {
+            model,
+            cfg,
+            train,
+            val,
+            ws,
+            eval_ws,
+            opt,
+            rng,
+            perm: (0..n).collect(),
+            epoch: 0,
+            history: Vec::new(),
+            stopped: None,
+            best_weights: None,
+        })
+    }
+
+    /// Keras's `validation_split`: the *last* `fraction` of the samples (before any shuffling)
+    /// become validation data.
+    ///
+    /// # Shapes
+    /// `x`: `(n, input_dim)`, `y`: `n` targets.
+    pub fn split_validation(x: ArrayView2<f32>, y: &Targets, fraction: f64) -> Result<(Data, Data)> {
+        if !(fraction.is_finite() && fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::TrainOption {
+                field: "validation_split",
+                reason: "must be in (0, 1)".into(),
+            });
+        }
+        if x.nrows() != y.len() {
+            return Err(Error::SampleCount {
+                what: "training data",
+                inputs: x.nrows(),
+                targets: y.len(),
+            });
+        }
+        let n = x.nrows();
+        let split = (n as f64 * (1.0 - fraction)) as usize;
+        if split == 0 || split == n {
+            return Err(Error::TrainOption {
+                field: "validation_split",
+                reason: format!("{fraction} of {n} samples leaves one side empty"),
+            });
+        }
+        Ok((
+            Data::new(x.slice(s![..split, ..]).to_owned(), y.slice(0..split)),
+            Data::new(x.slice(s![split.., ..]).to_owned(), y.slice(split..n)),
+        ))
+    }
+
+    /// Runs one epoch: shuffle, every batch (calling `on_batch(done, total)` after each and checking
+    /// `cancel` before each), validation, then the callback decisions.
+    pub fn run_epoch(
+        &mut self,
+        on_batch: &mut dyn FnMut(usize, usize),
+        cancel: &AtomicBool,
+    ) -> Result<EpochOutcome> {
+        if self.is_finished() {
+            return Err(Error::Finished);
+        }
+        let _ftz = FlushToZero::new();
+        let start = Instant::now();
+        let x = Arc::clone(&self.train.x);
+        let n = x.nrows();
+        let bs = self.ws.cap;
+        let total = n.div_ceil(bs);
+        // A fresh permutation each epoch, so the shuffle depends only on the RNG state.
+        for (i, p) in self.perm.iter_mut().enumerate() {
+            *p = i;
+        }
+        if self.cfg.shuffle {
+            for i in (1..n).rev() {
+                let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
+                self.perm.swap(i, j);
+            }
+        }
+        let loss = self.cfg.loss;
+        let ob = *self.ws.out_buf.last().expect("at least one layer");
+        let mut stats = BatchStats::default();
+        for b in 0..total {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(EpochOutcome::Cancelled);
+            }
+            let (lo, hi) = (b * bs, ((b + 1) * bs).min(n));
+            let m = hi - lo;
+            let mut input = std::mem::take(&mut self.ws.input);
+            for (k, &r) in self.perm[lo..hi].iter().enumerate() {
+                let src = x.row(r);
+                match (input.row_mut(k).into_slice(), src.as_slice()) {
+                    (Some(dst), Some(src)) => dst.copy_from_slice(src),
+                    _ => input.row_mut(k).assign(&src),
+                }
+            }
+            let xb = input.slice(s![..m, ..]);
+            self.model.forward(xb, &mut self.ws, Some(&mut self.rng));
+            let perm = &self.perm;
+            let st = batch_loss(
+                loss,
+                self.ws.outs[ob].slice(s![..m, ..]),
+                &self.train.y,
+                |r| perm[lo + r],
+                Some(self.ws.grads[ob].slice_mut(s![..m, ..])),
+            );
+            if !st.loss.is_finite() {
+                self.ws.input = input;
+                return Err(Error::LossDiverged {
+                    epoch: self.epoch,
+                    batch: b,
+                    value: st.loss / m as f64,
+                });
+            }
+            stats.loss += st.loss;
+            stats.correct += st.correct;
+            self.model.backward(xb, &mut self.ws, loss.fused());
+            let (opt, o) = (&mut self.opt, &self.cfg.optimizer);
+            self.model
+                .for_each_param(&self.ws, |p, w, g| opt.update(o, p, w, g));
+            opt.finish_step();
+            self.ws.input = input;
+            on_batch(b + 1, total);
+        }
+        let (val_loss, val_accuracy) = match (&self.val, &mut self.eval_ws) {
+            (Some(v), Some(ws)) => {
+                let e = self.model.evaluate_with(v.x.view(), &v.y, loss, ws);
+                (Some(e.loss), e.accuracy)
+            }
+            _ => (None, None),
+        };
+        let logs = EpochLogs {
+            epoch: self.epoch,
+            loss: stats.loss / n as f64,
+            accuracy: loss.has_accuracy().then_some(stats.correct / n as f64),
+            val_loss,
+            val_accuracy,
+            duration: start.elapsed(),
+        };
+        self.history.push(logs.clone());
+        self.epoch += 1;
+        let (improved, stop) = self.decide();
+        self.stopped = stop;
+        Ok(EpochOutcome::Completed { logs, improved, stop })
+    }
+
+    fn monitored(&self, metric: &str) -> Vec<f64> {
+        self.history
+            .iter()
+            .map(|l| l.get(metric).unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    /// The callback decisions after the last epoch of the history; snapshots the best weights.
+    fn decide(&mut self) -> (bool, Option<StopReason>) {
+        let last = self.epoch - 1;
+        let mut stop = None;
+        if let Some(es) = &self.cfg.early_stopping {
+            let d = es.decide(&self.monitored(&es.monitor));
+            if es.restore_best_weights && d.best_epoch == Some(last) {
+                self.best_weights = Some(self.model.tensors());
+            }
+            if d.stop {
+                stop = Some(StopReason::EarlyStopping {
+                    best_epoch: d.best_epoch,
+                });
+            }
+        }
+        let improved = match &self.cfg.checkpoint {
+            Some(c) => c.should_save(&self.monitored(&c.monitor)),
+            None => {
+                let metric = if self.val.is_some() { "val_loss" } else { "loss" };
+                let c = ModelCheckpoint {
+                    monitor: metric.into(),
+                    save_best_only: true,
+                    mode: Default::default(),
+                };
+                c.should_save(&self.monitored(metric))
+            }
+        };
+        if stop.is_none() && self.epoch >= self.cfg.epochs {
+            stop = Some(StopReason::AllEpochs);
+        }
+        (improved, stop)
+    }
+
+    /// Ends training after the current epoch (the per-epoch hook's "stop").
+    pub fn request_stop(&mut self) {
+        if self.stopped.is_none() {
+            self.stopped = Some(StopReason::Requested);
+        }
+    }
+
+    /// Completed epochs.
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    /// Whether no further epoch will run.
+    pub fn is_finished(&self) -> bool {
+        self.stopped.is_some() || self.epoch >= self.cfg.epochs
+    }
+
+    /// Why training ended, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stopped
+            .or((self.epoch >= self.cfg.epochs).then_some(StopReason::AllEpochs))
+    }
+
+    /// The epoch EarlyStopping considers best (or, without it, the one with the lowest `val_loss`,
+    /// else `loss`).
+    pub fn best_epoch(&self) -> Option<usize> {
+        match &self.cfg.early_stopping {
+            Some(es) => es.decide(&self.monitored(&es.monitor)).best_epoch,
+            None => {
+                let metric = if self.val.is_some() { "val_loss" } else { "loss" };
+                let es = EarlyStopping {
+                    monitor: metric.into(),
+                    ..Default::default()
+                };
+                es.decide(&self.monitored(metric)).best_epoch
+            }
+        }
+    }
+
+    /// Logs of every completed epoch.
+    pub fn history(&self) -> &[EpochLogs] {
+        &self.history
+    }
+
+    /// The model as trained so far.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The trained model, with the best epoch's weights if EarlyStopping's `restore_best_weights` is
+    /// set (as Keras 3 does at the end of training).
+    pub fn finish(mut self) -> Model {
+        if let Some(best) = self.best_weights.take()
+            && self
+                .cfg
+                .early_stopping
+                .as_ref()
+                .is_some_and(|e| e.restore_best_weights)
+        {
+            self.model
+                .load_tensors(&best)
+                .expect("a snapshot of this model's own tensors always loads");
+        }
+        self.model
+    }
+
+    /// Everything needed to continue exactly where this trainer is: weights, optimizer slots and
+    /// step count, epoch, RNG position, metric history (the callbacks' whole state) and the best
+    /// weights. A safetensors file with string metadata.
+    pub fn save_state(&self) -> Vec<u8> {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        for t in self.model.tensors() {
+            tensors.push((format!("model/{}", t.name), t.shape, bytes(&t.data)));
+        }
+        let slot_names = self.cfg.optimizer.slot_names();
+        for (pname, slots) in self.model.param_names().iter().zip(&self.opt.slots) {
+            for (sname, slot) in slot_names.iter().zip(slots) {
+                tensors.push((format!("opt/{pname}/{sname}"), vec![slot.len()], bytes(slot)));
+            }
+        }
+        for t in self.best_weights.iter().flatten() {
+            tensors.push((format!("best/{}", t.name), t.shape.clone(), bytes(&t.data)));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), STATE_FORMAT.to_string());
+        meta.insert("optimizer".into(), self.cfg.optimizer.name().into());
+        meta.insert("slots".into(), slot_names.join(","));
+        meta.insert("epoch".into(), self.epoch.to_string());
+        meta.insert("iterations".into(), self.opt.iterations.to_string());
+        meta.insert("rng_seed".into(), hex::encode(self.rng.get_seed()));
+        meta.insert("rng_stream".into(), self.rng.get_stream().to_string());
+        meta.insert("rng_word_pos".into(), self.rng.get_word_pos().to_string());
+        meta.insert("history".into(), encode_history(&self.history));
+        meta.insert(
+            "stopped".into(),
+            match self.stopped {
+                None => String::new(),
+                Some(StopReason::AllEpochs) => "all_epochs".into(),
+                Some(StopReason::Requested) => "requested".into(),
+                Some(StopReason::EarlyStopping { best_epoch }) => {
+                    format!(
+                        "early_stopping:{}",
+                        best_epoch.map_or("-".into(), |e| e.to_string())
+                    )
+                }
+            },
+        );
+        let views = tensors.iter().map(|(name, shape, data)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), data).expect("consistent shape"),
+            )
+        });
+        safetensors::serialize(views, Some(meta)).expect("serialising in-memory f32 tensors cannot fail")
+    }
+
+    /// Rebuilds a trainer from [`Trainer::save_state`] bytes, the same model configuration, training
+    /// configuration (the epoch count may differ) and data.
+    pub fn restore(
+        model_config: &ModelConfig,
+        cfg: TrainConfig,
+        bytes: &[u8],
+        train: impl Into<Data>,
+        val: Option<Data>,
+    ) -> Result<Trainer> {
+        let bad = |m: String| Error::State(m);
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            meta.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| bad(format!("missing metadata {k:?}")))
+        };
+        if get("format")? != STATE_FORMAT {
+            return Err(bad(format!("unknown format {:?}", get("format")?)));
+        }
+        let mut tensors: HashMap<String, NamedTensor> = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(bad(format!("tensor {name} is {:?}, not F32", view.dtype())));
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.insert(
+                name.clone(),
+                NamedTensor {
+                    name,
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        let prefixed = |prefix: &str| -> Vec<NamedTensor> {
+            let mut v: Vec<NamedTensor> = tensors
+                .values()
+                .filter_map(|t| {
+                    t.name.strip_prefix(prefix).map(|n| NamedTensor {
+                        name: n.to_string(),
+                        ..t.clone()
+                    })
+                })
+                .collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        let mut model = Model::new(model_config, 0)?;
+        model.load_tensors(&prefixed("model/"))?;
+        let mut t = Self::assemble(model, cfg, train.into(), val)?;
+        let slot_names = t.cfg.optimizer.slot_names();
+        if get("optimizer")? != t.cfg.optimizer.name() || get("slots")? != slot_names.join(",") {
+            return Err(bad(format!(
+                "saved with optimizer {} ({}), restored with {} ({})",
+                get("optimizer")?,
+                get("slots")?,
+                t.cfg.optimizer.name(),
+                slot_names.join(",")
+            )));
+        }
+        for (p, pname) in t.model.param_names().iter().enumerate() {
+            for (s, sname) in slot_names.iter().enumerate() {
+                let key = format!("opt/{pname}/{sname}");
+                let tensor = tensors
+                    .get(&key)
+                    .ok_or_else(|| bad(format!("missing optimizer slot {key}")))?;
+                if tensor.data.len() != t.opt.slots[p][s].len() {
+                    return Err(bad(format!("optimizer slot {key} has the wrong length")));
+                }
+                t.opt.slots[p][s].copy_from_slice(&tensor.data);
+            }
+        }
+        let parse =
+            |k: &str| -> Result<u128> { get(k)?.parse::<u128>().map_err(|e| bad(format!("{k}: {e}"))) };
+        t.opt.iterations = parse("iterations")? as u64;
+        t.epoch = parse("epoch")? as usize;
+        let seed: [u8; 32] = hex::decode(get("rng_seed")?)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| bad("rng_seed must be 64 hex digits".into()))?;
+        t.rng = ChaCha8Rng::from_seed(seed);
+        t.rng.set_stream(parse("rng_stream")? as u64);
+        t.rng.set_word_pos(parse("rng_word_pos")?);
+        t.history = decode_history(get("history")?).ok_or_else(|| bad("unreadable history".into()))?;
+        if t.history.len() != t.epoch {
+            return Err(bad(format!(
+                "history has {} epochs, state says {}",
+                t.history.len(),
+                t.epoch
+            )));
+        }
+        t.stopped = match get("stopped")? {
+            "" => None,
+            "all_epochs" => (t.epoch >= t.cfg.epochs).then_some(StopReason::AllEpochs),
+            "requested" => Some(StopReason::Requested),
+            other => match other.strip_prefix("early_stopping:") {
+                Some(e) => Some(StopReason::EarlyStopping {
+                    best_epoch: e.parse().ok(),
+                }),
+                None => return Err(bad(format!("unknown stop reason {other:?}"))),
+            },
+        };
+        let best = prefixed("best/");
+        if !best.is_empty() {
+            let mut check = t.model.clone();
+            check.load_tensors(&best)?;
+            t.best_weights = Some(best);
+        }
+        Ok(t)
+    }
+}
+
+fn encode_f64(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:016x}", v.to_bits()))
+}
+
+fn decode_f64(s: &str) -> Option<Option<f64>> {
+    if s == "-" {
+        Some(None)
+    } else {
+        u64::from_str_radix(s, 16).ok().map(|b| Some(f64::from_bits(b)))
+    }
+}
+
+/// One line per epoch; floats as their bit patterns so a resumed run compares metrics exactly.
+fn encode_history(history: &[EpochLogs]) -> String {
+    history
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} {} {} {} {}",
+                l.epoch,
+                encode_f64(Some(l.loss)),
+                encode_f64(l.accuracy),
+                encode_f64(l.val_loss),
+                encode_f64(l.val_accuracy),
+                l.duration.as_nanos()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn decode_history(s: &str) -> Option<Vec<EpochLogs>> {
+    s.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() != 6 {
+                return None;
+            }
+            Some(EpochLogs {
+                epoch: f[0].parse().ok()?,
+                loss: decode_f64(f[1])??,
+                accuracy: decode_f64(f[2])?,
+                val_loss: decode_f64(f[3])?,
+                val_accuracy: decode_f64(f[4])?,
+                duration: Duration::from_nanos(f[5].parse().ok()?),
+            })
+        })
+        .collect()
+}
+
+/// Trains `model` until the epochs run out, EarlyStopping fires or `on_epoch` returns
+/// `ControlFlow::Break`; returns the finished model and every epoch's logs.
+pub fn fit(
+    model: Model,
+    cfg: TrainConfig,
+    train: impl Into<Data>,
+    val: Option<Data>,
+    mut on_epoch: impl FnMut(&EpochLogs) -> ControlFlow<()>,
+) -> Result<(Model, Vec<EpochLogs>)> {
+    let mut trainer = Trainer::new(model, cfg, train, val)?;
+    let never = AtomicBool::new(false);
+    while !trainer.is_finished() {
+        if let EpochOutcome::Completed { logs, .. } = trainer.run_epoch(&mut |_, _| {}, &never)?
+            && on_epoch(&logs).is_break()
+        {
+            trainer.request_stop();
+        }
+    }
+    let history = trainer.history().to_vec();
+    Ok((trainer.finish(), history))
+}

@@ -1,0 +1,357 @@
+//! Datasets: metadata rows in SQLite, decoded arrays as `.npy` files in `<db stem>-data/datasets/<id>/`.
+//!
+//! `x.npy` holds the features as float32 `(n_samples, features)`, `y.npy` the labels (uint32 classes
+//! or float32 `(n, targets)`); derived datasets may add arrays (e.g. `pca_mean.npy`). Arrays are
+//! written to a scratch directory and renamed into place before the row is inserted, and a failed
+//! insert removes them, so a row never points at missing data and failures leave nothing behind.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2, ArrayD};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use sqlx::Row;
+
+use super::{Error, Page, Store, map_sqlx};
+use crate::data::{Dataset, Labels};
+use crate::domain::dataset::DatasetKind;
+
+/// A stored dataset's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetRow {
+    pub id: String,
+    pub name: String,
+    pub kind: DatasetKind,
+    /// Where it came from: `idx`, `csv`, `npz`, `npy`, `builtin:<name>`, `download:<name>/<split>`, `pca`.
+    pub source: String,
+    pub n_samples: u64,
+    pub input_shape: Vec<usize>,
+    pub n_features: u64,
+    pub n_classes: Option<u64>,
+    pub n_targets: Option<u64>,
+    pub class_counts: Option<BTreeMap<u32, u64>>,
+    pub feature_min: f32,
+    pub feature_max: f32,
+    pub size_bytes: u64,
+    pub parent_id: Option<String>,
+    pub derivation: Option<serde_json::Value>,
+    /// The 2-D shape sample PNGs are drawn in, when there is one.
+    pub image_shape: Option<Vec<usize>>,
+    pub created_at: String,
+}
+
+/// What the caller decides about a new dataset; statistics come from the data.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub name: String,
+    pub source: String,
+    pub parent_id: Option<String>,
+    pub derivation: Option<serde_json::Value>,
+    /// Overrides the PNG shape (derived datasets draw in their parent's shape).
+    pub image_shape: Option<Vec<usize>>,
+    /// Extra float32 arrays stored next to `x.npy`/`y.npy`, by file stem.
+    pub extra: Vec<(String, ArrayD<f32>)>,
+}
+
+/// The arrays a training job needs.
+#[derive(Debug, Clone)]
+pub struct DatasetArrays {
+    /// `(n_samples, features)`.
+    pub x: Array2<f32>,
+    pub labels: Labels,
+    pub input_shape: Vec<usize>,
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DatasetRow, Error> {
+    let kind: String = r.try_get("kind")?;
+    let parse_shape = |s: Option<String>| -> Result<Option<Vec<usize>>, Error> {
+        s.map(|s| serde_json::from_str(&s).map_err(json_err)).transpose()
+    };
+    Ok(DatasetRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: DatasetKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("dataset kind {kind:?}")))?,
+        source: r.try_get("source")?,
+        n_samples: r.try_get::<i64, _>("n_samples")? as u64,
+        input_shape: parse_shape(Some(r.try_get("input_shape")?))?.unwrap_or_default(),
+        n_features: r.try_get::<i64, _>("n_features")? as u64,
+        n_classes: r.try_get::<Option<i64>, _>("n_classes")?.map(|v| v as u64),
+        n_targets: r.try_get::<Option<i64>, _>("n_targets")?.map(|v| v as u64),
+        class_counts: r
+            .try_get::<Option<String>, _>("class_counts")?
+            .map(|s| serde_json::from_str(&s).map_err(json_err))
+            .transpose()?,
+        feature_min: r.try_get::<f64, _>("feature_min")? as f32,
+        feature_max: r.try_get::<f64, _>("feature_max")? as f32,
+        size_bytes: r.try_get::<i64, _>("size_bytes")? as u64,
+        parent_id: r.try_get("parent_id")?,
+        derivation: r
+            .try_get::<Option<String>, _>("derivation")?
+            .map(|s| serde_json::from_str(&s).map_err(json_err))
+            .transpose()?,
+        image_shape: parse_shape(r.try_get("image_shape")?)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// The 2-D shape a sample is drawn in: `(h, w)` inputs, or `(h, w, 1)`.
+fn image_shape_of(input_shape: &[usize]) -> Option<Vec<usize>> {
+    match input_shape {
+        [h, w] | [h, w, 1] => Some(vec![*h, *w]),
+        _ => None,
+    }
+}
+
+/// Writes the arrays, moves them into place and inserts the row; on any failure nothing remains.
+pub async fn create(store: &Store, new: NewDataset, data: Dataset) -> Result<DatasetRow, Error> {
+    let id = super::new_id();
+    let stats = data.stats();
+    let input_shape = data.input_shape.clone();
+    let scratch = store.tmp_dir().join(format!("{id}.partial"));
+    let final_dir = store.dataset_dir(&id);
+    let extra = new.extra;
+    let size_bytes = {
+        let (scratch, final_dir) = (scratch.clone(), final_dir.clone());
+        tokio::task::spawn_blocking(move || -> Result<u64, Error> {
+            match write_arrays(&scratch, &data, &extra) {
+                Ok(size) => {
+                    std::fs::rename(&scratch, &final_dir)?;
+                    Ok(size)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??
+    };
+    let row = DatasetRow {
+        id: id.clone(),
+        name: new.name,
+        kind: stats.kind,
+        source: new.source,
+        n_samples: stats.n_samples as u64,
+        image_shape: new.image_shape.or_else(|| image_shape_of(&input_shape)),
+        input_shape,
+        n_features: stats.n_features as u64,
+        n_classes: stats.n_classes.map(|n| n as u64),
+        n_targets: stats.n_targets.map(|n| n as u64),
+        class_counts: stats.class_counts,
+        feature_min: stats.feature_min,
+        feature_max: stats.feature_max,
+        size_bytes,
+        parent_id: new.parent_id,
+        derivation: new.derivation,
+        created_at: super::now_rfc3339(),
+    };
+    if let Err(e) = insert(store, &row).await {
+        let _ = tokio::fs::remove_dir_all(&final_dir).await;
+        return Err(e);
+    }
+    Ok(row)
+}
+
+async fn insert(store: &Store, row: &DatasetRow) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO datasets (id, name, kind, source, n_samples, input_shape, n_features, n_classes, \
+         n_targets, class_counts, feature_min, feature_max, size_bytes, parent_id, derivation, image_shape, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.name)
+    .bind(row.kind.as_str())
+    .bind(&row.source)
+    .bind(row.n_samples as i64)
+    .bind(to_json(&row.input_shape))
+    .bind(row.n_features as i64)
+    .bind(row.n_classes.map(|v| v as i64))
+    .bind(row.n_targets.map(|v| v as i64))
+    .bind(row.class_counts.as_ref().map(to_json))
+    .bind(row.feature_min as f64)
+    .bind(row.feature_max as f64)
+    .bind(row.size_bytes as i64)
+    .bind(&row.parent_id)
+    .bind(row.derivation.as_ref().map(to_json))
+    .bind(row.image_shape.as_ref().map(to_json))
+    .bind(&row.created_at)
+    .execute(&store.pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("column values always serialize")
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<DatasetRow, Error> {
+    let row = sqlx::query("SELECT * FROM datasets WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("dataset"))?;
+    from_row(&row)
+}
+
+/// Datasets in creation order, `limit` of them after the dataset with id `after`.
+pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<DatasetRow>, Error> {
+    let after_seq = match after {
+        None => 0,
+        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM datasets WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?
+            .ok_or(Error::NotFound("cursor"))?,
+    };
+    let rows = sqlx::query("SELECT * FROM datasets WHERE seq > ? ORDER BY seq LIMIT ?")
+        .bind(after_seq)
+        .bind(limit + 1)
+        .fetch_all(&store.pool)
+        .await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// Deletes the row (refused while other rows reference it) and then its files.
+pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
+    let done = sqlx::query("DELETE FROM datasets WHERE id = ?")
+        .bind(id)
+        .execute(&store.pool)
+        .await
+        .map_err(map_sqlx)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound("dataset"));
+    }
+    let dir = store.dataset_dir(id);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::warn!(dataset = id, error = %e, "could not remove dataset files");
+    }
+    Ok(())
+}
+
+/// Loads a dataset's features and labels, for training and evaluation.
+pub async fn load_arrays(store: &Store, id: &str) -> Result<DatasetArrays, Error> {
+    let row = get(store, id).await?;
+    let dir = store.dataset_dir(id);
+    tokio::task::spawn_blocking(move || -> Result<DatasetArrays, Error> {
+        let x = Array2::<f32>::read_npy(BufReader::new(File::open(dir.join("x.npy"))?))
+            .map_err(|e| Error::Corrupt(format!("x.npy: {e}")))?;
+        let y = BufReader::new(File::open(dir.join("y.npy"))?);
+        let labels = match row.kind {
+            DatasetKind::Classification => Labels::Classes(
+                Array1::<u32>::read_npy(y).map_err(|e| Error::Corrupt(format!("y.npy: {e}")))?,
+            ),
+            DatasetKind::Regression => Labels::Targets(
+                Array2::<f32>::read_npy(y).map_err(|e| Error::Corrupt(format!("y.npy: {e}")))?,
+            ),
+        };
+        Ok(DatasetArrays {
+            x,
+            labels,
+            input_shape: row.input_shape,
+        })
+    })
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// Reads an extra array stored with a dataset (e.g. `pca_components`).
+pub async fn load_extra(store: &Store, id: &str, name: &str) -> Result<ArrayD<f32>, Error> {
+    let path = store.dataset_dir(id).join(format!("{name}.npy"));
+    tokio::task::spawn_blocking(move || {
+        ArrayD::<f32>::read_npy(BufReader::new(File::open(&path)?))
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
+    })
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// One sample's features and its label, read by seeking instead of loading the whole array.
+pub async fn read_sample(store: &Store, row: &DatasetRow, index: u64) -> Result<(Vec<f32>, String), Error> {
+    let dir = store.dataset_dir(&row.id);
+    let features = row.n_features as usize;
+    let kind = row.kind;
+    let targets = row.n_targets.unwrap_or(1) as usize;
+    tokio::task::spawn_blocking(move || -> Result<(Vec<f32>, String), Error> {
+        let x = read_row_f32(&dir.join("x.npy"), index, features)?;
+        let label = match kind {
+            DatasetKind::Classification => {
+                let bytes = read_row_bytes(&dir.join("y.npy"), index, 4)?;
+                u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+            }
+            DatasetKind::Regression => read_row_f32(&dir.join("y.npy"), index, targets)?
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok((x, label))
+    })
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+}
+
+fn read_row_f32(path: &PathBuf, index: u64, width: usize) -> Result<Vec<f32>, Error> {
+    let bytes = read_row_bytes(path, index, 4 * width)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Reads row `index` of `row_bytes` bytes from a little-endian C-order `.npy` file we wrote.
+fn read_row_bytes(path: &PathBuf, index: u64, row_bytes: usize) -> Result<Vec<u8>, Error> {
+    let mut f = File::open(path)?;
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head)?;
+    if &head[..6] != b"\x93NUMPY" {
+        return Err(Error::Corrupt(format!("{} is not an .npy file", path.display())));
+    }
+    let data_start = match head[6] {
+        1 => 10 + u16::from_le_bytes([head[8], head[9]]) as u64,
+        _ => 12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64,
+    };
+    f.seek(SeekFrom::Start(data_start + index * row_bytes as u64))?;
+    let mut buf = vec![0u8; row_bytes];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn write_arrays(dir: &Path, data: &Dataset, extra: &[(String, ArrayD<f32>)]) -> Result<u64, Error> {
+    std::fs::create_dir_all(dir)?;
+    let write = |name: &str, f: &dyn Fn(BufWriter<File>) -> Result<(), ndarray_npy::WriteNpyError>| {
+        let path = dir.join(format!("{name}.npy"));
+        f(BufWriter::new(File::create(&path)?)).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+    };
+    write("x", &|w| data.x.write_npy(w))?;
+    match &data.labels {
+        Labels::Classes(y) => write("y", &|w| y.write_npy(w))?,
+        Labels::Targets(y) => write("y", &|w| y.write_npy(w))?,
+    }
+    for (name, array) in extra {
+        write(name, &|w| array.write_npy(w))?;
+    }
+    let mut size = 0;
+    for entry in std::fs::read_dir(dir)? {
+        size += entry?.metadata()?.len();
+    }
+    // The data must be on disk before the row that points at it is committed.
+    for entry in std::fs::read_dir(dir)? {
+        File::open(entry?.path())?.sync_all()?;
+    }
+    Ok(size)
+}
