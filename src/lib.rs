@@ -3,6 +3,7 @@ pub mod config;
 pub mod data;
 pub mod domain;
 pub mod http;
+pub mod jobs;
 pub mod nn;
 pub mod startup;
 pub mod store;

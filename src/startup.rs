@@ -8,7 +8,11 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::jobs::Jobs;
 use crate::store::Store;
+
+/// How long shutdown waits for running jobs to reach a batch boundary and go back to the queue.
+const JOB_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A server that is bound and ready to run; building it first lets callers learn the port.
 pub struct Application {
@@ -28,7 +32,10 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let port = listener.local_addr()?.port();
-        let state = AppState::new(config, store)?;
+        let jobs = Jobs::start(store.clone(), config.workers)
+            .await
+            .context("starting the job workers")?;
+        let state = AppState::new(config, store, jobs)?;
         let router = http::router(state.clone());
         Ok(Application {
             listener,
@@ -55,6 +62,16 @@ impl Application {
     /// Serves until `shutdown` completes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "fitd listening");
+        let jobs = self.state.jobs.clone();
+        // Running jobs stop between batches and go back to the queue (their last epoch checkpoint is
+        // the resume point) and event streams end, so in-flight SSE responses do not hold the exit.
+        let shutdown = async move {
+            shutdown.await;
+            let stopping = tokio::task::spawn_blocking(move || jobs.shutdown(JOB_SHUTDOWN_GRACE));
+            if let Err(e) = stopping.await {
+                tracing::error!(error = %e, "stopping the job workers failed");
+            }
+        };
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await

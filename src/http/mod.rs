@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod datasets;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod models;
 pub mod pagination;
 pub mod state;
@@ -39,6 +40,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "health", description = "Liveness and readiness probes"),
         (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
         (name = "models", description = "Model architectures (Sequential specs)"),
+        (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
     ),
 
     paths(datasets::get_dataset_sample),
@@ -51,7 +53,8 @@ struct ApiDoc;
 pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(datasets::router(max_upload_bytes))
-        .merge(models::router());
+        .merge(models::router())
+        .merge(jobs::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/v1", v1)

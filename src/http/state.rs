@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::jobs::Jobs;
 use crate::store::Store;
 
 /// Shared by all handlers; every field is cheap to clone (an `Arc` or a pool handle).
@@ -16,10 +17,12 @@ pub struct AppState {
     pub store: Store,
     /// Client for dataset downloads; one per server so connections are reused.
     pub http_client: reqwest::Client,
+    /// The training job system: worker pool, event hub, cancellation.
+    pub jobs: Jobs,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store) -> anyhow::Result<AppState> {
+    pub fn new(config: Config, store: Store, jobs: Jobs) -> anyhow::Result<AppState> {
         let http_client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("fitd/", env!("CARGO_PKG_VERSION")))
@@ -28,6 +31,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             http_client,
+            jobs,
         })
     }
 }

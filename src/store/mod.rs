@@ -5,7 +5,9 @@
 //! renamed into place before the metadata row is inserted, so a crash never leaves a row without data.
 
 pub mod datasets;
+pub mod jobs;
 pub mod models;
+pub mod saved_models;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

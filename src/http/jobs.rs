@@ -1,0 +1,544 @@
+//! `/v1/jobs`: submit, list, get and cancel training jobs; their SSE event stream, Keras History
+//! and checkpoints.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::pagination::ListQuery;
+use super::{ApiError, AppJson, AppState, Problem};
+use crate::domain::job::{CreateJobRequest, JobStatus, ModelFacts, StopReason, Validation};
+use crate::domain::model::ModelSpec;
+use crate::jobs::{JobEvent, data};
+use crate::nn::FieldError;
+use crate::store::{self, jobs::JobRow};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_job, list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(job_events))
+        .routes(routes!(get_job_history))
+        .routes(routes!(list_job_checkpoints))
+}
+
+/// Batches of the current epoch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProgressView {
+    pub batches_done: i64,
+    /// `null` until the job has started.
+    pub batches_total: Option<i64>,
+}
+
+/// A training job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: String,
+    pub model_id: String,
+    pub dataset_id: String,
+    pub status: JobStatus,
+    /// Last completed epoch (0-based); `null` before the first one ends.
+    pub epoch: Option<i64>,
+    /// Epochs requested.
+    pub epochs: i64,
+    pub progress: ProgressView,
+    /// Early stopping's best epoch when configured, otherwise the checkpoint monitor's.
+    pub best_epoch: Option<i64>,
+    pub stop_reason: Option<StopReason>,
+    /// Why the job failed.
+    pub error: Option<String>,
+    /// The saved model a succeeded job created.
+    pub saved_model_id: Option<String>,
+    /// Times a worker started the job (more than 1 after resuming from a restart).
+    pub attempts: i64,
+    /// The request, with defaults and the seed filled in.
+    pub request: CreateJobRequest,
+    /// RFC 3339.
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobView>,
+    /// Cursor for the next page (`after`), `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// Keras's `History`: epochs and, per metric, one value per epoch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryView {
+    pub epoch: Vec<i64>,
+    /// `loss`, `accuracy`, `val_loss`, `val_accuracy` (those the job computes).
+    #[schema(value_type = Object)]
+    pub history: serde_json::Map<String, Value>,
+}
+
+/// A stored checkpoint (full training state) of a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    pub epoch: i64,
+    #[schema(value_type = Object)]
+    pub metrics: Value,
+    /// Best by the checkpoint monitor (`model_checkpoint.monitor`, else `val_loss` or `loss`).
+    pub is_best: bool,
+    pub created_at: String,
+}
+
+/// A job's checkpoints, oldest first: the latest and the best are kept.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointList {
+    pub items: Vec<CheckpointView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<i64>,
+    /// Cursor: the `next` value of the previous page.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only epochs after this one.
+    pub since: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Same as the `Last-Event-ID` header, for clients that cannot set headers.
+    pub last_event_id: Option<i64>,
+}
+
+fn parse_json_column<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, ApiError> {
+    serde_json::from_str(text).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored {what} is unreadable: {e}")))
+}
+
+fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
+    let status = JobStatus::parse(&row.status)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown job status {:?}", row.status)))?;
+    let progress = match state.jobs.running(&row.id) {
+        Some(f) if status == JobStatus::Running => ProgressView {
+            batches_done: f.batches_done.load(Ordering::Relaxed) as i64,
+            batches_total: Some(f.batches_total.load(Ordering::Relaxed) as i64).filter(|&t| t > 0),
+        },
+        _ => ProgressView {
+            batches_done: row.batches_done,
+            batches_total: row.batches_total,
+        },
+    };
+    Ok(JobView {
+        request: parse_json_column(&row.request, "request")?,
+        stop_reason: row.stop_reason.as_deref().and_then(StopReason::parse),
+        id: row.id,
+        model_id: row.model_id,
+        dataset_id: row.dataset_id,
+        status,
+        epoch: row.epoch,
+        epochs: row.epochs,
+        progress,
+        best_epoch: row.best_epoch,
+        error: row.error,
+        saved_model_id: row.saved_model_id,
+        attempts: row.attempts,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn not_found_as(what: &'static str, id: &str) -> impl FnOnce(store::Error) -> ApiError {
+    let id = id.to_string();
+    move |e| match e {
+        store::Error::NotFound(_) => ApiError::not_found(what, id),
+        other => other.into(),
+    }
+}
+
+/// Submit a training job (Keras `compile` + `fit`); it is validated, queued and run by a worker.
+#[utoipa::path(post, path = "/jobs", operation_id = "create_job", tag = "jobs",
+    request_body = CreateJobRequest,
+    responses(
+        (status = 202, description = "Queued; `Location` is the job", body = JobView),
+        (status = 404, description = "Unknown model, dataset or initial weights", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request; `errors` names each field", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_job(
+    State(state): State<AppState>,
+    AppJson(mut req): AppJson<CreateJobRequest>,
+) -> Result<Response, ApiError> {
+    let plan = req.plan().map_err(ApiError::validation)?;
+    let st = &state.store;
+    let model = store::models::get(st, &req.model_id)
+        .await
+        .map_err(not_found_as("model", &req.model_id))?;
+    let spec: ModelSpec = parse_json_column(&model.spec, "model spec")?;
+    let config = spec.to_nn();
+    let facts = ModelFacts {
+        input_dim: config.input_shape.iter().product(),
+        last_dense: crate::jobs::last_dense(&config),
+    };
+    let train = data::facts(st, &req.dataset_id)
+        .await
+        .map_err(not_found_as("dataset", &req.dataset_id))?;
+    let val = match &plan.validation {
+        Validation::Dataset(id) => Some(data::facts(st, id).await.map_err(not_found_as("dataset", id))?),
+        Validation::None | Validation::Split(_) => None,
+    };
+    plan.check_data(&facts, &train, val.as_ref())
+        .map_err(ApiError::validation)?;
+    if let Some(id) = &req.initial_weights {
+        let saved = store::saved_models::get(st, id)
+            .await
+            .map_err(not_found_as("saved model", id))?;
+        if saved.spec != model.spec && saved.model_id != model.id {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "initial_weights",
+                format!("saved model {id:?} has another architecture than model {:?}", model.id),
+            )]));
+        }
+    }
+    if req.fit.seed.is_none() {
+        // Stored with the job so a resumed run continues with the same shuffles and dropout.
+        req.fit.seed = Some(uuid::Uuid::new_v4().as_u64_pair().0 >> 1);
+    }
+    let now = store::now_rfc3339();
+    let row = JobRow {
+        seq: 0,
+        id: store::new_id(),
+        model_id: req.model_id.clone(),
+        dataset_id: req.dataset_id.clone(),
+        validation_dataset_id: match &plan.validation {
+            Validation::Dataset(id) => Some(id.clone()),
+            Validation::None | Validation::Split(_) => None,
+        },
+        status: JobStatus::Queued.as_str().into(),
+        request: serde_json::to_string(&req).map_err(anyhow::Error::from)?,
+        seed: req.seed() as i64,
+        epochs: req.fit.epochs as i64,
+        epoch: None,
+        batches_done: 0,
+        batches_total: None,
+        best_epoch: None,
+        stop_reason: None,
+        error: None,
+        saved_model_id: None,
+        cancel_requested: false,
+        attempts: 0,
+        created_at: now.clone(),
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+    };
+    let status = serde_json::json!({"status": "queued", "epoch": null, "attempt": 0}).to_string();
+    let ev = store::jobs::insert(st, &row, &status).await?;
+    state.jobs.hub().publish(&row.id, JobEvent::from(&ev));
+    state.jobs.notify_queued();
+    let row = store::jobs::get(st, &row.id).await?;
+    let location = format!("/v1/jobs/{}", row.id);
+    let mut res = (StatusCode::ACCEPTED, AppJson(job_view(&state, row)?)).into_response();
+    res.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(anyhow::Error::from)?,
+    );
+    Ok(res)
+}
+
+/// List jobs in submission order, optionally by status.
+#[utoipa::path(get, path = "/jobs", operation_id = "list_jobs", tag = "jobs",
+    params(JobListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 422, description = "Bad `limit`, `status` or `after`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Query(q): Query<JobListQuery>,
+) -> Result<AppJson<JobList>, ApiError> {
+    let limit = ListQuery {
+        limit: q.limit,
+        after: None,
+    }
+    .limit()?;
+    let page = store::jobs::list(&state.store, q.status.map(JobStatus::as_str), limit, q.after.as_deref())
+        .await
+        .map_err(|e| match e {
+            store::Error::NotFound(_) => ApiError::invalid("after", "is not the id of a job"),
+            other => other.into(),
+        })?;
+    let items = page
+        .items
+        .into_iter()
+        .map(|r| job_view(&state, r))
+        .collect::<Result<_, _>>()?;
+    Ok(AppJson(JobList {
+        items,
+        next: page.next,
+    }))
+}
+
+/// A job with its status, epoch, progress and outcome.
+#[utoipa::path(get, path = "/jobs/{id}", operation_id = "get_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<AppJson<JobView>, ApiError> {
+    let row = store::jobs::get(&state.store, &id)
+        .await
+        .map_err(not_found_as("job", &id))?;
+    Ok(AppJson(job_view(&state, row)?))
+}
+
+/// Cancel a job: a queued one never starts (200); a running one stops before its next batch,
+/// keeping its epochs and checkpoints (202, then `status: cancelled`).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", operation_id = "cancel_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 202, description = "Stopping; the job ends `cancelled` within one batch", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let st = &state.store;
+    let row = store::jobs::get(st, &id).await.map_err(not_found_as("job", &id))?;
+    let status = serde_json::json!({"status": "cancelled", "epoch": row.epoch, "attempt": row.attempts}).to_string();
+    let done = serde_json::json!({"status": "cancelled", "stop_reason": "cancelled", "error": null,
+                                  "saved_model_id": null, "best_epoch": row.best_epoch})
+    .to_string();
+    if let Some(events) = store::jobs::cancel_queued(st, &id, &status, &done).await? {
+        state.jobs.hub().publish_rows(&id, &events);
+        state.jobs.hub().close(&id);
+        let row = store::jobs::get(st, &id).await?;
+        return Ok((StatusCode::OK, AppJson(job_view(&state, row)?)).into_response());
+    }
+    if store::jobs::request_cancel(st, &id).await? {
+        state.jobs.stop_running(&id);
+        let row = store::jobs::get(st, &id).await?;
+        return Ok((StatusCode::ACCEPTED, AppJson(job_view(&state, row)?)).into_response());
+    }
+    let row = store::jobs::get(st, &id).await?;
+    Err(ApiError::Conflict(format!("job {id:?} has already finished ({})", row.status)))
+}
+
+fn sse_event(ev: &JobEvent) -> Event {
+    Event::default()
+        .id(ev.seq.to_string())
+        .event(ev.event.as_ref())
+        .data(ev.data.as_ref())
+}
+
+/// Follows one job for one SSE client: stored events after `last` first, then live ones, skipping
+/// what was already sent and backfilling from SQLite whenever the live channel lagged.
+async fn follow(
+    state: AppState,
+    id: String,
+    mut last: i64,
+    mut live: broadcast::Receiver<JobEvent>,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let shutdown = state.jobs.shutdown_token();
+    // Sends stored events after `last`; `Some(true)` once `done` was sent, `None` if the client left.
+    async fn backfill(
+        state: &AppState,
+        id: &str,
+        last: &mut i64,
+        tx: &mpsc::Sender<Result<Event, Infallible>>,
+    ) -> Option<bool> {
+        let rows = match store::jobs::events_after(&state.store, id, *last).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "reading job events failed");
+                return Some(true);
+            }
+        };
+        for r in &rows {
+            tx.send(Ok(sse_event(&JobEvent::from(r)))).await.ok()?;
+            *last = r.seq;
+            if r.event == "done" {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+    match backfill(&state, &id, &mut last, &tx).await {
+        Some(false) => {}
+        Some(true) | None => return,
+    }
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+            r = live.recv() => r,
+        };
+        match received {
+            Ok(ev) if ev.persisted && ev.seq <= last => {}
+            Ok(ev) if ev.persisted && ev.seq == last + 1 => {
+                if tx.send(Ok(sse_event(&ev))).await.is_err() {
+                    return;
+                }
+                last = ev.seq;
+                if ev.event.as_ref() == "done" {
+                    return;
+                }
+            }
+            Ok(ev) if !ev.persisted && ev.seq <= last => {
+                if ev.seq == last && tx.send(Ok(sse_event(&ev))).await.is_err() {
+                    return;
+                }
+            }
+            // A gap: something was stored that this subscriber has not seen.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => match backfill(&state, &id, &mut last, &tx).await {
+                Some(false) => {}
+                Some(true) | None => return,
+            },
+            Err(broadcast::error::RecvError::Closed) => {
+                let _ = backfill(&state, &id, &mut last, &tx).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Server-Sent Events of a job: `status`, `epoch`, `progress` (throttled, not replayed),
+/// `checkpoint` and `done`. Each has an `id`; reconnecting with `Last-Event-ID` replays every
+/// stored event after it, in order, none twice. The stream ends after `done`.
+#[utoipa::path(get, path = "/jobs/{id}/events", operation_id = "job_events", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), EventsQuery,
+           ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    store::jobs::get(&state.store, &id)
+        .await
+        .map_err(not_found_as("job", &id))?;
+    let last = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id (an integer)".into()))?,
+        None => q.last_event_id.unwrap_or(0),
+    };
+    // Subscribe before reading the stored events, so nothing falls between the two.
+    let live = state.jobs.hub().subscribe(&id);
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(follow(state, id, last, live, tx));
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Keras `History` of a job: per-metric lists, one value per completed epoch. `?since=N` returns
+/// epochs after N. Send the `ETag` back in `If-None-Match` to get `304` when nothing changed.
+#[utoipa::path(get, path = "/jobs/{id}/history", operation_id = "get_job_history", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), HistoryQuery),
+    responses(
+        (status = 200, description = "The history", body = HistoryView),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_job_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    store::jobs::get(&state.store, &id)
+        .await
+        .map_err(not_found_as("job", &id))?;
+    let rows = store::jobs::epochs_since(&state.store, &id, q.since.unwrap_or(-1)).await?;
+    let mut epochs = Vec::with_capacity(rows.len());
+    let mut metrics: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        epochs.push(r.epoch);
+        metrics.push(parse_json_column(&r.metrics, "epoch metrics")?);
+    }
+    let mut history = serde_json::Map::new();
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        if metrics.iter().any(|m| m.contains_key(key)) {
+            let values = metrics.iter().map(|m| m.get(key).cloned().unwrap_or(Value::Null)).collect();
+            history.insert(key.into(), Value::Array(values));
+        }
+    }
+    let body = serde_json::to_vec(&HistoryView { epoch: epochs, history }).map_err(anyhow::Error::from)?;
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let etag_value = HeaderValue::from_str(&etag).map_err(anyhow::Error::from)?;
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag_value),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The job's stored checkpoints (full training states): the latest, which a restart resumes from,
+/// and the best by the checkpoint monitor.
+#[utoipa::path(get, path = "/jobs/{id}/checkpoints", operation_id = "list_job_checkpoints", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The checkpoints", body = CheckpointList),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_job_checkpoints(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<AppJson<CheckpointList>, ApiError> {
+    store::jobs::get(&state.store, &id)
+        .await
+        .map_err(not_found_as("job", &id))?;
+    let items = store::jobs::list_checkpoints(&state.store, &id)
+        .await?
+        .into_iter()
+        .map(|c| {
+            Ok(CheckpointView {
+                epoch: c.epoch,
+                metrics: parse_json_column(&c.metrics, "checkpoint metrics")?,
+                is_best: c.is_best,
+                created_at: c.created_at,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(AppJson(CheckpointList { items }))
+}

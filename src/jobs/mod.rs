@@ -1,0 +1,138 @@
+//! The training job system: a persisted FIFO queue claimed by a pool of worker threads, the event
+//! hub that streams each job's progress, cancellation, and resume after a restart or shutdown.
+//!
+//! Workers are plain OS threads (training is CPU-bound and must not block the async runtime); they
+//! reach SQLite through the runtime's `Handle`.
+
+pub mod data;
+pub mod hub;
+pub mod retention;
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use hub::{EventHub, JobEvent};
+pub use runner::last_dense;
+
+use crate::store::{self, Store};
+
+/// Flags and live counters of one running job, shared by its worker and the HTTP handlers.
+#[derive(Debug, Default)]
+pub struct RunFlags {
+    /// Checked by the trainer before each batch.
+    pub stop: AtomicBool,
+    /// Set with `stop` when the server is shutting down: the job goes back to the queue.
+    pub requeue: AtomicBool,
+    pub batches_done: AtomicUsize,
+    pub batches_total: AtomicUsize,
+    /// Seq of the job's last stored event, the id given to live progress events.
+    pub last_seq: AtomicI64,
+}
+
+pub(crate) struct Shared {
+    store: Store,
+    hub: Arc<EventHub>,
+    /// Woken when a job is queued.
+    queued: Notify,
+    running: Mutex<HashMap<String, Arc<RunFlags>>>,
+    shutdown: CancellationToken,
+    rt: Handle,
+}
+
+/// The job system of one server: submit wake-ups, cancellation, live progress, shutdown.
+#[derive(Clone)]
+pub struct Jobs {
+    shared: Arc<Shared>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Jobs {
+    /// Puts jobs left `running` by a crash back in the queue and starts `workers` threads.
+    pub async fn start(store: Store, workers: usize) -> Result<Jobs, store::Error> {
+        let resumed = store::jobs::requeue_running(&store).await?;
+        if !resumed.is_empty() {
+            tracing::info!(jobs = ?resumed, "resuming jobs interrupted by a restart");
+        }
+        let shared = Arc::new(Shared {
+            store,
+            hub: Arc::new(EventHub::default()),
+            queued: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            rt: Handle::current(),
+        });
+        let handles = (0..workers.max(1))
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("fitd-worker-{i}"))
+                    .spawn(move || runner::worker_loop(&shared))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Ok(Jobs {
+            shared,
+            workers: Arc::new(Mutex::new(handles)),
+        })
+    }
+
+    pub fn hub(&self) -> &EventHub {
+        &self.shared.hub
+    }
+
+    /// Cancelled when the server begins shutting down; SSE streams end on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Wakes idle workers after a job was queued.
+    pub fn notify_queued(&self) {
+        self.shared.queued.notify_waiters();
+    }
+
+    /// The flags of a job while a worker runs it.
+    pub fn running(&self, job_id: &str) -> Option<Arc<RunFlags>> {
+        let map = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(job_id).cloned()
+    }
+
+    /// Asks a running job to stop before its next batch.
+    pub fn stop_running(&self, job_id: &str) {
+        if let Some(f) = self.running(job_id) {
+            f.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Stops every running job between batches (each goes back to the queue, resuming from its last
+    /// epoch checkpoint on the next start) and waits up to `grace` for the workers to exit.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shared.shutdown.cancel();
+        {
+            let map = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
+            for f in map.values() {
+                f.requeue.store(true, Ordering::SeqCst);
+                f.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        let handles = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let deadline = Instant::now() + grace;
+        for h in handles {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!("a worker did not stop in time; its job resumes on the next start");
+            }
+        }
+    }
+}

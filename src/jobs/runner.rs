@@ -1,0 +1,425 @@
+//! A worker thread's life: claim the oldest queued job, train it epoch by epoch (storing each
+//! epoch's metrics, event and checkpoint in one transaction before broadcasting), and end it as
+//! succeeded, failed, cancelled or back in the queue. A panic fails the job, never the thread.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{JobEvent, RunFlags, Shared, data, retention};
+use crate::domain::job::{CreateJobRequest, JobStatus, ModelFacts, StopReason};
+use crate::domain::model::ModelSpec;
+use crate::nn::{self, EpochLogs, EpochOutcome, Model, Trainer};
+use crate::store::jobs::{EpochRecord, EventRow, Finish, JobRow};
+use crate::store::saved_models::{SavedModelRow, SavedModelSource, encode_weights};
+use crate::store::{self, new_id, now_rfc3339};
+
+/// At most this many progress events per second per job.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Why a run failed; the message becomes the job's `error`.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{0}")]
+    Nn(#[from] nn::Error),
+    #[error("{0}")]
+    Store(#[from] store::Error),
+    #[error("{0}")]
+    Load(#[from] data::LoadError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How a run ended, when it did not fail.
+enum Ended {
+    /// Written as succeeded or cancelled.
+    Finished,
+    /// Put back in the queue by a shutdown.
+    Requeued,
+    /// Another writer already ended the job.
+    Gone,
+}
+
+pub(crate) fn worker_loop(shared: &Arc<Shared>) {
+    nn::enable_flush_to_zero();
+    loop {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        let notified = shared.queued.notified();
+        tokio::pin!(notified);
+        // Registered before looking at the queue, so a job queued in between still wakes us.
+        notified.as_mut().enable();
+        let claimed = shared.rt.block_on(store::jobs::claim_next(&shared.store, |job| {
+            status_data(JobStatus::Running, job.epoch, job.attempts)
+        }));
+        match claimed {
+            Ok(Some(job)) => {
+                run_claimed(shared, job);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "claiming a job failed"),
+        }
+        shared.rt.block_on(async {
+            tokio::select! {
+                _ = notified => {}
+                _ = shared.shutdown.cancelled() => {}
+                // A backstop: a missed wake-up costs at most this long.
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        });
+    }
+}
+
+fn status_data(status: JobStatus, epoch: Option<i64>, attempt: i64) -> String {
+    json!({"status": status.as_str(), "epoch": epoch, "attempt": attempt}).to_string()
+}
+
+fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
+    let flags = Arc::new(RunFlags::default());
+    {
+        let mut map = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(job.id.clone(), Arc::clone(&flags));
+    }
+    // The flags may have been missed: a shutdown or cancel that came before they were registered.
+    if shared.shutdown.is_cancelled() {
+        flags.requeue.store(true, Ordering::SeqCst);
+        flags.stop.store(true, Ordering::SeqCst);
+    }
+    match shared.rt.block_on(store::jobs::get(&shared.store, &job.id)) {
+        Ok(j) if j.cancel_requested => flags.stop.store(true, Ordering::SeqCst),
+        _ => {}
+    }
+    if let Ok(seq) = shared.rt.block_on(store::jobs::last_event_seq(&shared.store, &job.id)) {
+        flags.last_seq.store(seq, Ordering::SeqCst);
+    }
+    tracing::info!(job = %job.id, attempt = job.attempts, "job started");
+    let result = catch_unwind(AssertUnwindSafe(|| run(shared, &job, &flags)));
+    let failure = match result {
+        Ok(Ok(Ended::Finished)) => None,
+        Ok(Ok(Ended::Requeued)) => {
+            tracing::info!(job = %job.id, "job put back in the queue");
+            None
+        }
+        Ok(Ok(Ended::Gone)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(format!("training crashed: {msg}"))
+        }
+    };
+    if let Some(error) = failure {
+        tracing::warn!(job = %job.id, %error, "job failed");
+        let status = status_data(JobStatus::Failed, None, job.attempts);
+        let done = json!({"status": "failed", "stop_reason": "error", "error": error,
+                          "saved_model_id": null, "best_epoch": null})
+        .to_string();
+        let f = Finish {
+            job_id: &job.id,
+            status: JobStatus::Failed.as_str(),
+            stop_reason: StopReason::Error.as_str(),
+            error: Some(&error),
+            best_epoch: None,
+            saved_model: None,
+            status_event: &status,
+            done_event: &done,
+        };
+        match shared.rt.block_on(store::jobs::finish(&shared.store, &f)) {
+            Ok(Some(events)) => shared.hub.publish_rows(&job.id, &events),
+            Ok(None) => {}
+            Err(e) => tracing::error!(job = %job.id, error = %e, "recording a failed job failed"),
+        }
+    }
+    {
+        let mut map = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&job.id);
+    }
+    if !flags.requeue.load(Ordering::SeqCst) {
+        shared.hub.close(&job.id);
+    }
+}
+
+/// The metrics JSON stored per epoch and shown in History and checkpoints.
+fn metrics_json(logs: &EpochLogs, accuracy: bool) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("loss".into(), json!(logs.loss));
+    if accuracy && let Some(a) = logs.accuracy {
+        m.insert("accuracy".into(), json!(a));
+    }
+    if let Some(v) = logs.val_loss {
+        m.insert("val_loss".into(), json!(v));
+    }
+    if accuracy && let Some(a) = logs.val_accuracy {
+        m.insert("val_accuracy".into(), json!(a));
+    }
+    Value::Object(m)
+}
+
+fn monitored(history: &[EpochLogs], metric: &str) -> Vec<f64> {
+    history.iter().map(|l| l.get(metric).unwrap_or(f64::NAN)).collect()
+}
+
+fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunError> {
+    let rt = &shared.rt;
+    let st = &shared.store;
+    let req: CreateJobRequest = serde_json::from_str(&job.request)
+        .map_err(|e| RunError::Invalid(format!("stored request is unreadable: {e}")))?;
+    let plan = req.plan().map_err(|errs| {
+        RunError::Invalid(
+            errs.iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let model_row = rt.block_on(store::models::get(st, &job.model_id))?;
+    let spec: ModelSpec = serde_json::from_str(&model_row.spec)
+        .map_err(|e| RunError::Invalid(format!("stored model spec is unreadable: {e}")))?;
+    let config = spec.to_nn();
+    let facts = model_facts(&config);
+    let units = facts.last_dense.map_or(0, |(u, _)| u);
+    let (train, val) = rt.block_on(data::load(
+        st,
+        &job.dataset_id,
+        &plan.validation,
+        plan.train.loss,
+        units,
+    ))?;
+    let checkpoint = rt.block_on(store::jobs::latest_checkpoint(st, &job.id))?;
+    let mut stored: Vec<usize> = rt
+        .block_on(store::jobs::list_checkpoints(st, &job.id))?
+        .iter()
+        .map(|c| c.epoch as usize)
+        .collect();
+    let mut trainer = match checkpoint {
+        Some((_, state)) => Trainer::restore(&config, plan.train.clone(), &state, train, val)?,
+        None => {
+            let mut model = Model::new(&config, req.seed())?;
+            if let Some(id) = &req.initial_weights {
+                let saved = rt.block_on(store::saved_models::get(st, id))?;
+                let tensors = store::saved_models::decode_weights(&saved.weights)?;
+                model.load_tensors(&tensors)?;
+            }
+            Trainer::new(model, plan.train.clone(), train, val)?
+        }
+    };
+    let maximize = plan.checkpoint_mode.maximizes(&plan.checkpoint_monitor);
+    let mut last_progress: Option<Instant> = None;
+    while !trainer.is_finished() {
+        let epoch = trainer.history().len();
+        let hub = &shared.hub;
+        let outcome = trainer.run_epoch(
+            &mut |done, total| {
+                flags.batches_done.store(done, Ordering::Relaxed);
+                flags.batches_total.store(total, Ordering::Relaxed);
+                if last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                    last_progress = Some(Instant::now());
+                    let data = json!({"epoch": epoch, "batches_done": done, "batches_total": total});
+                    hub.publish(
+                        &job.id,
+                        JobEvent {
+                            seq: flags.last_seq.load(Ordering::SeqCst),
+                            event: "progress".into(),
+                            data: data.to_string().into(),
+                            persisted: false,
+                        },
+                    );
+                }
+            },
+            &flags.stop,
+        )?;
+        let logs = match outcome {
+            EpochOutcome::Completed { logs, .. } => logs,
+            EpochOutcome::Cancelled => return stop(shared, job, flags),
+        };
+        let metrics = metrics_json(&logs, plan.accuracy);
+        let duration_ms = logs.duration.as_secs_f64() * 1000.0;
+        let mut event = json!({"epoch": logs.epoch, "loss": logs.loss,
+            "accuracy": null, "val_loss": logs.val_loss, "val_accuracy": null,
+            "duration_ms": duration_ms});
+        if plan.accuracy {
+            event["accuracy"] = json!(logs.accuracy);
+            event["val_accuracy"] = json!(logs.val_accuracy);
+        }
+        stored.push(logs.epoch);
+        let values = monitored(trainer.history(), &plan.checkpoint_monitor);
+        let keep = retention::decide(&values, maximize, &stored);
+        stored.retain(|e| !keep.delete.contains(e));
+        let job_best = job_best_epoch(&trainer, keep.best);
+        let state = trainer.save_state();
+        let ckpt_event = json!({"epoch": logs.epoch, "is_best": keep.best == Some(logs.epoch),
+            "best_epoch": keep.best, "metrics": metrics});
+        let delete: Vec<i64> = keep.delete.iter().map(|&e| e as i64).collect();
+        let total = flags.batches_total.load(Ordering::Relaxed) as i64;
+        let metrics_text = metrics.to_string();
+        let events = rt.block_on(store::jobs::record_epoch(
+            st,
+            &EpochRecord {
+                job_id: &job.id,
+                epoch: logs.epoch as i64,
+                metrics: &metrics_text,
+                duration_ms,
+                epoch_event: &event.to_string(),
+                state: &state,
+                best_epoch: keep.best.map(|e| e as i64),
+                delete: &delete,
+                checkpoint_event: &ckpt_event.to_string(),
+                batches_total: total,
+                job_best_epoch: job_best.map(|e| e as i64),
+            },
+        ))?;
+        publish(shared, job, flags, &events);
+    }
+    succeed(shared, job, flags, &model_row.spec, &plan, trainer)
+}
+
+fn publish(shared: &Shared, job: &JobRow, flags: &RunFlags, events: &[EventRow]) {
+    if let Some(last) = events.last() {
+        flags.last_seq.store(last.seq, Ordering::SeqCst);
+    }
+    shared.hub.publish_rows(&job.id, events);
+}
+
+/// The best epoch as the job reports it: early stopping's when configured (the one
+/// `restore_best_weights` goes back to), else the checkpoint monitor's.
+fn job_best_epoch(trainer: &Trainer, checkpoint_best: Option<usize>) -> Option<usize> {
+    match trainer.config().early_stopping {
+        Some(_) => trainer.best_epoch(),
+        None => checkpoint_best,
+    }
+}
+
+fn model_facts(config: &nn::ModelConfig) -> ModelFacts {
+    ModelFacts {
+        input_dim: config.input_shape.iter().product(),
+        last_dense: last_dense(config),
+    }
+}
+
+/// Units and activation of the last layer when it is dense.
+pub fn last_dense(config: &nn::ModelConfig) -> Option<(usize, nn::Activation)> {
+    match config.layers.last().map(|l| &l.kind) {
+        Some(nn::LayerKind::Dense {
+            units, activation, ..
+        }) => Some((*units, *activation)),
+        _ => None,
+    }
+}
+
+/// The trainer saw the stop flag: back to the queue on shutdown, else cancelled.
+fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunError> {
+    let rt = &shared.rt;
+    if flags.requeue.load(Ordering::SeqCst) {
+        let ev = rt.block_on(store::jobs::requeue(
+            &shared.store,
+            &job.id,
+            &status_data(JobStatus::Queued, job.epoch, job.attempts),
+        ))?;
+        if let Some(ev) = ev {
+            publish(shared, job, flags, &[ev]);
+        }
+        return Ok(Ended::Requeued);
+    }
+    let best = rt
+        .block_on(store::jobs::get(&shared.store, &job.id))?
+        .best_epoch;
+    let status = status_data(JobStatus::Cancelled, None, job.attempts);
+    let done = json!({"status": "cancelled", "stop_reason": "cancelled", "error": null,
+                      "saved_model_id": null, "best_epoch": best})
+    .to_string();
+    let f = Finish {
+        job_id: &job.id,
+        status: JobStatus::Cancelled.as_str(),
+        stop_reason: StopReason::Cancelled.as_str(),
+        error: None,
+        best_epoch: None,
+        saved_model: None,
+        status_event: &status,
+        done_event: &done,
+    };
+    match rt.block_on(store::jobs::finish(&shared.store, &f))? {
+        Some(events) => {
+            publish(shared, job, flags, &events);
+            Ok(Ended::Finished)
+        }
+        None => Ok(Ended::Gone),
+    }
+}
+
+/// Stores the final (or restored best) weights as a saved model and ends the job succeeded.
+fn succeed(
+    shared: &Shared,
+    job: &JobRow,
+    flags: &RunFlags,
+    spec: &str,
+    plan: &crate::domain::job::JobPlan,
+    trainer: Trainer,
+) -> Result<Ended, RunError> {
+    let stop_reason = match trainer.stop_reason() {
+        Some(nn::StopReason::EarlyStopping { .. }) => StopReason::EarlyStopping,
+        Some(nn::StopReason::AllEpochs | nn::StopReason::Requested) | None => StopReason::Completed,
+    };
+    let history = trainer.history().to_vec();
+    let restores = trainer
+        .config()
+        .early_stopping
+        .as_ref()
+        .is_some_and(|e| e.restore_best_weights);
+    let best = match &trainer.config().early_stopping {
+        Some(_) => trainer.best_epoch(),
+        None => retention::best_epoch(
+            &monitored(&history, &plan.checkpoint_monitor),
+            plan.checkpoint_mode.maximizes(&plan.checkpoint_monitor),
+        ),
+    };
+    let weights_epoch = if restores {
+        best.or(history.last().map(|l| l.epoch))
+    } else {
+        history.last().map(|l| l.epoch)
+    };
+    let metrics = weights_epoch
+        .and_then(|e| history.get(e))
+        .map_or(json!({}), |l| metrics_json(l, plan.accuracy));
+    let model = trainer.finish();
+    let saved = SavedModelRow {
+        id: new_id(),
+        model_id: job.model_id.clone(),
+        job_id: Some(job.id.clone()),
+        epoch: weights_epoch.map(|e| e as i64),
+        source: SavedModelSource::Job,
+        metrics: metrics.to_string(),
+        spec: spec.to_string(),
+        weights: encode_weights(&model.tensors()),
+        created_at: now_rfc3339(),
+    };
+    let status = status_data(JobStatus::Succeeded, history.last().map(|l| l.epoch as i64), job.attempts);
+    let done = json!({"status": "succeeded", "stop_reason": stop_reason.as_str(), "error": null,
+                      "saved_model_id": saved.id, "best_epoch": best})
+    .to_string();
+    let f = Finish {
+        job_id: &job.id,
+        status: JobStatus::Succeeded.as_str(),
+        stop_reason: stop_reason.as_str(),
+        error: None,
+        best_epoch: best.map(|e| e as i64),
+        saved_model: Some(&saved),
+        status_event: &status,
+        done_event: &done,
+    };
+    match shared.rt.block_on(store::jobs::finish(&shared.store, &f))? {
+        Some(events) => {
+            publish(shared, job, flags, &events);
+            tracing::info!(job = %job.id, saved_model = %saved.id, "job succeeded");
+            Ok(Ended::Finished)
+        }
+        None => Ok(Ended::Gone),
+    }
+}

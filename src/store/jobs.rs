@@ -1,0 +1,484 @@
+//! SQL for training jobs: the queue (`jobs`), per-epoch metrics (`job_epochs`), the persisted SSE
+//! event log (`job_events`) and checkpoints, each multi-row change in one transaction.
+
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+
+use super::saved_models::{self, SavedModelRow};
+use super::{Error, Page, Store, map_sqlx, now_rfc3339};
+
+/// One row of `jobs`.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub seq: i64,
+    pub id: String,
+    pub model_id: String,
+    pub dataset_id: String,
+    pub validation_dataset_id: Option<String>,
+    pub status: String,
+    /// JSON of the `CreateJobRequest` with the seed filled in.
+    pub request: String,
+    pub seed: i64,
+    pub epochs: i64,
+    pub epoch: Option<i64>,
+    pub batches_done: i64,
+    pub batches_total: Option<i64>,
+    pub best_epoch: Option<i64>,
+    pub stop_reason: Option<String>,
+    pub error: Option<String>,
+    pub saved_model_id: Option<String>,
+    pub cancel_requested: bool,
+    pub attempts: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+const COLUMNS: &str = "seq, id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
+     epoch, batches_done, batches_total, best_epoch, stop_reason, error, saved_model_id, cancel_requested, \
+     attempts, created_at, started_at, finished_at, updated_at";
+
+fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        model_id: r.try_get("model_id")?,
+        dataset_id: r.try_get("dataset_id")?,
+        validation_dataset_id: r.try_get("validation_dataset_id")?,
+        status: r.try_get("status")?,
+        request: r.try_get("request")?,
+        seed: r.try_get("seed")?,
+        epochs: r.try_get("epochs")?,
+        epoch: r.try_get("epoch")?,
+        batches_done: r.try_get("batches_done")?,
+        batches_total: r.try_get("batches_total")?,
+        best_epoch: r.try_get("best_epoch")?,
+        stop_reason: r.try_get("stop_reason")?,
+        error: r.try_get("error")?,
+        saved_model_id: r.try_get("saved_model_id")?,
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
+        attempts: r.try_get("attempts")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// A persisted SSE event; `seq` is its SSE `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub event: String,
+    /// JSON.
+    pub data: String,
+}
+
+/// A checkpoint without its state bytes.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    pub epoch: i64,
+    /// JSON of the epoch's metrics.
+    pub metrics: String,
+    pub is_best: bool,
+    pub created_at: String,
+}
+
+/// One epoch's metrics.
+#[derive(Debug, Clone)]
+pub struct EpochRow {
+    pub epoch: i64,
+    /// JSON object.
+    pub metrics: String,
+    pub duration_ms: f64,
+}
+
+/// Appends an event to a job's log inside `tx`, numbering it after the job's last one.
+pub async fn append_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    job_id: &str,
+    event: &str,
+    data: &str,
+) -> Result<EventRow, Error> {
+    // One statement picks the number and inserts, so two writers can never take the same seq.
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO job_events (job_id, seq, event, data, created_at) \
+         SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM job_events WHERE job_id = ? RETURNING seq",
+    )
+    .bind(job_id)
+    .bind(event)
+    .bind(data)
+    .bind(now_rfc3339())
+    .bind(job_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(EventRow {
+        seq,
+        event: event.to_string(),
+        data: data.to_string(),
+    })
+}
+
+/// Inserts a queued job with its first `status` event and freezes its model's layers.
+pub async fn insert(store: &Store, row: &JobRow, status_data: &str) -> Result<EventRow, Error> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO jobs (id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
+         created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.model_id)
+    .bind(&row.dataset_id)
+    .bind(&row.validation_dataset_id)
+    .bind(&row.request)
+    .bind(row.seed)
+    .bind(row.epochs)
+    .bind(&row.created_at)
+    .bind(&row.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    sqlx::query("UPDATE models SET locked = 1 WHERE id = ?")
+        .bind(&row.model_id)
+        .execute(&mut *tx)
+        .await?;
+    let ev = append_event(&mut tx, &row.id, "status", status_data).await?;
+    tx.commit().await?;
+    Ok(ev)
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<JobRow, Error> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM jobs WHERE id = ?")))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    Ok(from_row(&row)?)
+}
+
+/// Jobs in submission order, optionally only those with `status`, `limit` of them after job `after`.
+pub async fn list(
+    store: &Store,
+    status: Option<&str>,
+    limit: i64,
+    after: Option<&str>,
+) -> Result<Page<JobRow>, Error> {
+    let after_seq = match after {
+        None => 0,
+        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?
+            .ok_or(Error::NotFound("cursor"))?,
+    };
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs WHERE seq > ? AND (? IS NULL OR status = ?) ORDER BY seq LIMIT ?"
+    )))
+    .bind(after_seq)
+    .bind(status)
+    .bind(status)
+    .bind(limit + 1)
+    .fetch_all(&store.pool)
+    .await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// Atomically takes the oldest queued job and marks it running; `None` when the queue is empty.
+/// Also logs its `status` event.
+pub async fn claim_next(store: &Store, status_data: impl Fn(&JobRow) -> String) -> Result<Option<JobRow>, Error> {
+    let now = now_rfc3339();
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), updated_at = ?, \
+         attempts = attempts + 1 \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(&now)
+    .bind(&now)
+    .fetch_optional(&store.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let job = from_row(&row)?;
+    let mut tx = store.pool.begin().await?;
+    append_event(&mut tx, &job.id, "status", &status_data(&job)).await?;
+    tx.commit().await?;
+    Ok(Some(job))
+}
+
+/// Puts every `running` job back in the queue (after a crash); they keep their seq, so they run
+/// first. Returns their ids.
+pub async fn requeue_running(store: &Store) -> Result<Vec<String>, Error> {
+    let ids = sqlx::query_scalar::<_, String>(
+        "UPDATE jobs SET status = 'queued', updated_at = ? WHERE status = 'running' RETURNING id",
+    )
+    .bind(now_rfc3339())
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(ids)
+}
+
+/// Puts one running job back in the queue (server shutdown), logging a `status` event.
+pub async fn requeue(store: &Store, id: &str, status_data: &str) -> Result<Option<EventRow>, Error> {
+    let mut tx = store.pool.begin().await?;
+    let done = sqlx::query("UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'")
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let ev = if done.rows_affected() == 1 {
+        Some(append_event(&mut tx, id, "status", status_data).await?)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok(ev)
+}
+
+/// Cancels a job that is still queued; returns its events (`status`, `done`) or `None` if it was
+/// not queued any more.
+pub async fn cancel_queued(
+    store: &Store,
+    id: &str,
+    status_data: &str,
+    done_data: &str,
+) -> Result<Option<Vec<EventRow>>, Error> {
+    let mut tx = store.pool.begin().await?;
+    let now = now_rfc3339();
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', stop_reason = 'cancelled', cancel_requested = 1, \
+         finished_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
+    )
+    .bind(&now)
+    .bind(&now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let a = append_event(&mut tx, id, "status", status_data).await?;
+    let b = append_event(&mut tx, id, "done", done_data).await?;
+    tx.commit().await?;
+    Ok(Some(vec![a, b]))
+}
+
+/// Records that a running job should stop; `false` if it is not running.
+pub async fn request_cancel(store: &Store, id: &str) -> Result<bool, Error> {
+    let done = sqlx::query("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&store.pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Events of a job with `seq > after`, in order.
+pub async fn events_after(store: &Store, job_id: &str, after: i64) -> Result<Vec<EventRow>, Error> {
+    let rows = sqlx::query("SELECT seq, event, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq")
+        .bind(job_id)
+        .bind(after)
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EventRow {
+                seq: r.try_get("seq")?,
+                event: r.try_get("event")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
+}
+
+/// The seq of a job's last event (0 when none).
+pub async fn last_event_seq(store: &Store, job_id: &str) -> Result<i64, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
+            .bind(job_id)
+            .fetch_one(&store.pool)
+            .await?,
+    )
+}
+
+/// Everything one completed epoch writes.
+#[derive(Debug, Clone)]
+pub struct EpochRecord<'a> {
+    pub job_id: &'a str,
+    pub epoch: i64,
+    /// JSON object of the metrics.
+    pub metrics: &'a str,
+    pub duration_ms: f64,
+    /// JSON of the `epoch` event.
+    pub epoch_event: &'a str,
+    /// `Trainer::save_state` bytes.
+    pub state: &'a [u8],
+    /// The checkpoint retention decision: which stored epoch is the best, which to delete.
+    pub best_epoch: Option<i64>,
+    pub delete: &'a [i64],
+    /// JSON of the `checkpoint` event.
+    pub checkpoint_event: &'a str,
+    pub batches_total: i64,
+    /// Best epoch as the job view reports it.
+    pub job_best_epoch: Option<i64>,
+}
+
+/// Stores an epoch in one transaction: metrics row, `epoch` event, checkpoint with retention, job
+/// progress, `checkpoint` event. Returns the two events to broadcast.
+pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<EventRow>, Error> {
+    let now = now_rfc3339();
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("INSERT INTO job_epochs (job_id, epoch, metrics, duration_ms, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(r.job_id)
+        .bind(r.epoch)
+        .bind(r.metrics)
+        .bind(r.duration_ms)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+    let epoch_ev = append_event(&mut tx, r.job_id, "epoch", r.epoch_event).await?;
+    sqlx::query("INSERT INTO checkpoints (job_id, epoch, state, metrics, is_best, created_at) VALUES (?, ?, ?, ?, 0, ?)")
+        .bind(r.job_id)
+        .bind(r.epoch)
+        .bind(r.state)
+        .bind(r.metrics)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+    for e in r.delete {
+        sqlx::query("DELETE FROM checkpoints WHERE job_id = ? AND epoch = ?")
+            .bind(r.job_id)
+            .bind(e)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE checkpoints SET is_best = (epoch IS ?) WHERE job_id = ?")
+        .bind(r.best_epoch)
+        .bind(r.job_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE jobs SET epoch = ?, best_epoch = ?, batches_done = ?, batches_total = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(r.epoch)
+    .bind(r.job_best_epoch)
+    .bind(r.batches_total)
+    .bind(r.batches_total)
+    .bind(&now)
+    .bind(r.job_id)
+    .execute(&mut *tx)
+    .await?;
+    let ckpt_ev = append_event(&mut tx, r.job_id, "checkpoint", r.checkpoint_event).await?;
+    tx.commit().await?;
+    Ok(vec![epoch_ev, ckpt_ev])
+}
+
+/// The newest checkpoint of a job: its epoch and state bytes.
+pub async fn latest_checkpoint(store: &Store, job_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
+    let row = sqlx::query("SELECT epoch, state FROM checkpoints WHERE job_id = ? ORDER BY epoch DESC LIMIT 1")
+        .bind(job_id)
+        .fetch_optional(&store.pool)
+        .await?;
+    Ok(match row {
+        Some(r) => Some((r.try_get("epoch")?, r.try_get("state")?)),
+        None => None,
+    })
+}
+
+/// A job's stored checkpoints, oldest first, without their state bytes.
+pub async fn list_checkpoints(store: &Store, job_id: &str) -> Result<Vec<CheckpointRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT epoch, metrics, is_best, created_at FROM checkpoints WHERE job_id = ? ORDER BY epoch",
+    )
+    .bind(job_id)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CheckpointRow {
+                epoch: r.try_get("epoch")?,
+                metrics: r.try_get("metrics")?,
+                is_best: r.try_get::<i64, _>("is_best")? != 0,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Metrics of epochs `> since` (all with `since = -1`), in order.
+pub async fn epochs_since(store: &Store, job_id: &str, since: i64) -> Result<Vec<EpochRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT epoch, metrics, duration_ms FROM job_epochs WHERE job_id = ? AND epoch > ? ORDER BY epoch",
+    )
+    .bind(job_id)
+    .bind(since)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EpochRow {
+                epoch: r.try_get("epoch")?,
+                metrics: r.try_get("metrics")?,
+                duration_ms: r.try_get("duration_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// How a run ended, for [`finish`].
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    pub job_id: &'a str,
+    pub status: &'a str,
+    pub stop_reason: &'a str,
+    pub error: Option<&'a str>,
+    pub best_epoch: Option<i64>,
+    /// The saved model a succeeded job creates.
+    pub saved_model: Option<&'a SavedModelRow>,
+    pub status_event: &'a str,
+    pub done_event: &'a str,
+}
+
+/// Ends a running job in one transaction (its saved model, final fields, `status` and `done`
+/// events); returns the events, or `None` if the job was not running.
+pub async fn finish(store: &Store, f: &Finish<'_>) -> Result<Option<Vec<EventRow>>, Error> {
+    let now = now_rfc3339();
+    let mut tx = store.pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE jobs SET status = ?, stop_reason = ?, error = ?, best_epoch = COALESCE(?, best_epoch), \
+         saved_model_id = ?, finished_at = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+    )
+    .bind(f.status)
+    .bind(f.stop_reason)
+    .bind(f.error)
+    .bind(f.best_epoch)
+    .bind(f.saved_model.map(|s| s.id.as_str()))
+    .bind(&now)
+    .bind(&now)
+    .bind(f.job_id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    if let Some(sm) = f.saved_model {
+        saved_models::insert_with(&mut *tx, sm).await?;
+    }
+    let a = append_event(&mut tx, f.job_id, "status", f.status_event).await?;
+    let b = append_event(&mut tx, f.job_id, "done", f.done_event).await?;
+    tx.commit().await?;
+    Ok(Some(vec![a, b]))
+}
+
+/// Whether a running job has been asked to stop.
+pub async fn cancel_requested(store: &Store, id: &str) -> Result<bool, Error> {
+    Ok(get(store, id).await?.cancel_requested)
+}
