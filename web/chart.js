@@ -53,9 +53,10 @@ export function fmtNum(v) {
 /**
  * A line chart of several series over a shared x axis.
  * series: [{name, points: [[x, y], ...], color, dashed}]
- * markers: [{x, label, color}] drawn as vertical lines (best epoch, early stop).
+ * markers: [{x, label, color}] drawn as vertical lines (best epoch, early stop); markerLabels
+ * 'top' or 'bottom' puts their labels where the curves are not (losses fall, accuracies rise).
  */
-export function lineChart({ title, xLabel = 'epoch', series, markers = [], height = 260, yMin, width }) {
+export function lineChart({ title, xLabel = 'epoch', series, markers = [], height = 260, yMin, width, markerLabels = 'top' }) {
   const W = chartWidth(width);
   const H = height;
   const m = { l: 56, r: 16, t: title ? 28 : 12, b: 58 };
@@ -102,7 +103,7 @@ export function lineChart({ title, xLabel = 'epoch', series, markers = [], heigh
     g.append(el('line', { x1: sx(mk.x), x2: sx(mk.x), y1: m.t, y2: H - m.b, stroke: mk.color || '#6b7280', 'stroke-dasharray': '4 3' }));
     // Near the right edge the label goes to the left of its line so it is not cut off.
     const right = sx(mk.x) > W - m.r - 110;
-    g.append(el('text', { x: sx(mk.x) + (right ? -4 : 4), y: m.t + 12 + (mk.row || 0) * 13, 'text-anchor': right ? 'end' : 'start', class: 'marker-label', fill: mk.color || '#6b7280' }, mk.label));
+    g.append(el('text', { x: sx(mk.x) + (right ? -4 : 4), y: markerLabels === 'bottom' ? H - m.b - 6 - (mk.row || 0) * 13 : m.t + 12 + (mk.row || 0) * 13, 'text-anchor': right ? 'end' : 'start', class: 'marker-label', fill: mk.color || '#6b7280' }, mk.label));
     svg.append(g);
   }
 

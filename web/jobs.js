@@ -426,6 +426,7 @@ export async function jobPage(root, ctx, id) {
         ? lineChart({
             title: 'Accuracy',
             width: accBox.clientWidth,
+            markerLabels: 'bottom',
             series: [
               { name: 'train accuracy', points: pts('accuracy'), color: PALETTE[0] },
               { name: 'val accuracy', points: pts('val_accuracy'), color: PALETTE[1], dashed: true },
