@@ -8,4 +8,5 @@ mod api {
     mod datasets;
     mod errors;
     mod models;
+    mod openapi;
 }

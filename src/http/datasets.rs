@@ -30,6 +30,7 @@ pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(create_dataset, list_datasets))
         .layer(DefaultBodyLimit::max(max_upload_bytes))
         .routes(routes!(get_dataset, delete_dataset))
+        .routes(routes!(create_pca_dataset))
 }
 
 /// Routes axum's path syntax cannot describe exactly (`{index}.png`); documented via `ApiDoc`.
@@ -602,4 +603,115 @@ fn min_max(v: &[f32]) -> (f32, f32) {
     v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
         (lo.min(x), hi.max(x))
     })
+}
+
+/// Body of `POST /v1/datasets/{id}/pca`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePcaRequest {
+    /// Components to keep, 1 to the number of features.
+    pub n_components: i64,
+    /// Name of the derived dataset (default: `<parent name>-pca<k>`).
+    pub name: Option<String>,
+}
+
+/// The derived dataset and how much variance each kept component explains.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PcaDatasetView {
+    pub dataset: DatasetView,
+    /// Fraction of the total variance per component, largest first.
+    pub explained_variance_ratio: Vec<f64>,
+}
+
+/// Derive a dataset of PCA features (fitted on this dataset); its sample PNGs show the
+/// `inverse_transform` reconstruction.
+#[utoipa::path(post, path = "/datasets/{id}/pca", operation_id = "create_pca_dataset", tag = "datasets",
+    params(("id" = String, Path, description = "Dataset id")),
+    request_body = CreatePcaRequest,
+    responses(
+        (status = 201, description = "The derived dataset; `Location` names it", body = PcaDatasetView,
+         headers(("Location" = String, description = "URL of the derived dataset"))),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`n_components` out of range", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_pca_dataset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<CreatePcaRequest>,
+) -> Result<Response, ApiError> {
+    let parent = store::datasets::get(&state.store, &id)
+        .await
+        .map_err(|e| dataset_error(e, &id))?;
+    let k = body.n_components;
+    if k < 1 || k as u64 > parent.n_features {
+        return Err(ApiError::invalid(
+            "n_components",
+            format!(
+                "must be between 1 and the {} features of the dataset",
+                parent.n_features
+            ),
+        ));
+    }
+    if parent.n_samples < 2 {
+        return Err(ApiError::invalid(
+            "id",
+            "PCA needs a dataset of at least 2 samples",
+        ));
+    }
+    let name = match body.name.as_deref().map(str::trim) {
+        Some(n) if n.is_empty() || n.chars().count() > 200 => {
+            return Err(ApiError::invalid("name", "must be 1-200 characters"));
+        }
+        Some(n) => n.to_string(),
+        None => format!("{}-pca{k}", parent.name),
+    };
+    let arrays = store::datasets::load_arrays(&state.store, &id)
+        .await
+        .map_err(|e| dataset_error(e, &id))?;
+    let k = k as usize;
+    let (pca, z) = tokio::task::spawn_blocking(move || {
+        crate::nn::Pca::fit(arrays.x.view(), crate::nn::PcaSize::Components(k)).map(|pca| {
+            let z = pca.transform(arrays.x.view());
+            (pca, z, arrays.labels)
+        })
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("PCA task failed: {e}"))?
+    .map(|(pca, z, labels)| {
+        (
+            pca,
+            Dataset {
+                x: z,
+                labels,
+                input_shape: vec![k],
+            },
+        )
+    })
+    .map_err(|e| ApiError::invalid("n_components", e.to_string()))?;
+    let ratios = pca.explained_variance_ratio.clone();
+    let new = NewDataset {
+        name,
+        source: "pca".to_string(),
+        parent_id: Some(parent.id.clone()),
+        derivation: Some(serde_json::json!({
+            "pca": {"n_components": k, "explained_variance_ratio": ratios}
+        })),
+        image_shape: parent.image_shape.clone(),
+        extra: vec![
+            ("pca_mean".to_string(), pca.mean.clone().into_dyn()),
+            ("pca_components".to_string(), pca.components.clone().into_dyn()),
+        ],
+    };
+    let row = store::datasets::create(&state.store, new, z).await?;
+    let mut res = (
+        StatusCode::CREATED,
+        AppJson(PcaDatasetView {
+            dataset: dataset_view(&row),
+            explained_variance_ratio: ratios,
+        }),
+    )
+        .into_response();
+    let location = HeaderValue::from_str(&format!("/v1/datasets/{}", row.id)).map_err(anyhow::Error::from)?;
+    res.headers_mut().insert(header::LOCATION, location);
+    Ok(res)
 }

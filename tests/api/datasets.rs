@@ -571,3 +571,59 @@ async fn an_unreachable_mirror_is_a_503_naming_the_url() {
     .await;
     assert_eq!(error_fields(&problem), ["split"]);
 }
+
+#[tokio::test]
+async fn pca_derives_a_dataset_whose_samples_render_the_reconstruction() {
+    let app = spawn_app().await;
+    let d: Value = app
+        .post_json("/v1/datasets", &json!({"source": "digits"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = d["id"].as_str().unwrap();
+    let res = app
+        .post_json(&format!("/v1/datasets/{id}/pca"), &json!({"n_components": 20}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let out: Value = res.json().await.unwrap();
+    let ratios: Vec<f64> = serde_json::from_value(out["explained_variance_ratio"].clone()).unwrap();
+    assert_eq!(ratios.len(), 20);
+    assert!(ratios.windows(2).all(|w| w[0] >= w[1]), "{ratios:?}");
+    let total: f64 = ratios.iter().sum();
+    assert!(
+        total > 0.8 && total < 1.0,
+        "20 components of digits explain {total}"
+    );
+    let derived = &out["dataset"];
+    assert_eq!(derived["input_shape"], json!([20]));
+    assert_eq!(derived["parent_id"], json!(id));
+    assert_eq!(derived["n_samples"], 1797);
+    assert_eq!(derived["class_counts"], d["class_counts"]);
+
+    let res = app
+        .get(&format!(
+            "/v1/datasets/{}/samples/0.png",
+            derived["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-label"], "0");
+    let decoder = png::Decoder::new(std::io::Cursor::new(res.bytes().await.unwrap().to_vec()));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (8, 8));
+
+    let problem = assert_problem(
+        app.post_json(&format!("/v1/datasets/{id}/pca"), &json!({"n_components": 65}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(error_fields(&problem), ["n_components"]);
+    assert_problem(
+        app.post_json("/v1/datasets/nope/pca", &json!({"n_components": 2}))
+            .await,
+        404,
+    )
+    .await;
+}
