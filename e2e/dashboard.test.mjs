@@ -275,9 +275,19 @@ describe('fitd dashboard', () => {
     await page.waitForURL(/#\/jobs\/[^/]+$/);
     state.cancelledJobId = hashId('jobs');
     await page.locator('h1 [data-status=running]').waitFor({ timeout: 60_000 });
+    const points = () => page.evaluate(() => Number(document.querySelector('[data-testid=loss-chart] svg')?.dataset.points || 0));
+    await page.waitForFunction(
+      () => Number(document.querySelector('[data-testid=loss-chart] svg')?.dataset.points || 0) >= 2,
+      null,
+      { timeout: TRAIN_TIMEOUT },
+    );
     await page.getByTestId('cancel-job').click();
     await page.locator('h1 [data-status=cancelled]').waitFor({ timeout: 60_000 });
-    assert.match(await page.getByTestId('job-status').textContent(), /Cancelled/);
+    assert.match(await page.getByTestId('job-status').textContent(), /Cancelled after \d+ epochs?/);
+    // A cancelled job keeps the epochs it finished, and the chart says where it stopped.
+    assert.ok((await points()) >= 2);
+    assert.ok((await points()) < 200);
+    await page.locator('[data-testid=loss-chart] [data-marker=cancelled]').waitFor();
     await shot('08-job-cancelled');
     await page.goto(`${base}/#/jobs`);
     await page.locator(`[data-testid=jobs-list] tr[data-id="${state.cancelledJobId}"][data-status=cancelled]`).waitFor();

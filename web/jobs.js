@@ -49,6 +49,23 @@ export function historyRecords(hist) {
   return out;
 }
 
+/** The job's state in one sentence. */
+function statusLine(job, done) {
+  const n = `${done} epoch${done === 1 ? '' : 's'}`;
+  switch (job.status) {
+    case 'cancelled':
+      return `Cancelled after ${n}; the epochs and checkpoints it finished are kept.`;
+    case 'succeeded':
+      return `Succeeded after ${n}: it ${STOP_WORDS[job.stop_reason] || 'finished'}.`;
+    case 'failed':
+      return `Failed after ${n}${job.stop_reason ? `; it ${STOP_WORDS[job.stop_reason] || job.stop_reason}` : ''}.`;
+    case 'running':
+      return `Running: ${n} of ${jobEpochs(job) ?? '?'} done.`;
+    default:
+      return `${statusWords(job.status)}.`;
+  }
+}
+
 /** The best validation metric among records: min val_loss, and val_accuracy at that epoch. */
 function bestOf(records, bestEpoch) {
   const list = [...records.values()];
@@ -375,10 +392,11 @@ export async function jobPage(root, ctx, id) {
     else if (job.status === 'running') setProgress(batchBar, null, 'Batches: waiting for progress…');
     else setProgress(batchBar, TERMINAL.has(job.status) ? 1 : 0, TERMINAL.has(job.status) ? 'Batches: finished' : 'Batches: not started');
     cancelBtn.hidden = TERMINAL.has(job.status);
+    if (TERMINAL.has(job.status) && actionMsg.querySelector('.msg-info')) clear(actionMsg);
     clear(
       headBox,
       h('h1', {}, 'Job ', h('code', {}, shortId(job.id)), ' ', statusBadge(job.status)),
-      h('p', { class: 'status-words', 'data-testid': 'job-status' }, statusWords(job.status), job.stop_reason ? `; it ${STOP_WORDS[job.stop_reason] || job.stop_reason}.` : '.'),
+      h('p', { class: 'status-words', 'data-testid': 'job-status' }, statusLine(job, done)),
       job.error ? message('error', `The job failed: ${typeof job.error === 'string' ? job.error : job.error.message || JSON.stringify(job.error)}`) : null,
       h(
         'div',
