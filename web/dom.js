@@ -63,7 +63,9 @@ export function fmtShape(shape) {
   return `(${shape.map((d) => (d === null ? 'None' : d)).join(', ')}${shape.length === 1 ? ',' : ''})`;
 }
 
-export const shortId = (id) => (id ? String(id).slice(0, 8) : '–');
+// The tail, not the head: UUIDv7 ids start with a timestamp, so ids made close together share
+// their first characters but not their last.
+export const shortId = (id) => (id ? String(id).slice(-8) : '–');
 
 const STATUS_WORDS = {
   queued: 'Queued: waiting for a free worker',
