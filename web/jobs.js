@@ -505,6 +505,7 @@ export async function jobPage(root, ctx, id) {
               h('td', {}, h('button', { class: 'small', onclick: (e) => saveCheckpoint(cp.epoch, e.target) }, 'Save as model')),
             ),
           ),
+          { class: 'stack' },
         ),
       );
     } catch (err) {

@@ -55,10 +55,11 @@ function metricsText(m) {
 
 /** Probability bars, the predicted class highlighted. */
 function probabilityBars(pred, labels) {
-  const probs = pred.probabilities || [];
+  // A binary model answers the probability of class 1; show it as two bars like a classifier.
+  const probs = pred.probabilities || (Number.isFinite(pred.probability) ? [1 - pred.probability, pred.probability] : []);
   const cls = pred.class;
   if (!probs.length) {
-    const v = pred.value ?? pred.probability;
+    const v = pred.value;
     return h('p', { 'data-testid': 'prediction' }, 'Predicted value: ', h('strong', {}, Array.isArray(v) ? v.map(fmtNum).join(', ') : fmtNum(v)));
   }
   return h(
@@ -92,7 +93,7 @@ export async function savedModelPage(root, id) {
     listAll('/v1/datasets').catch(() => []),
   ]);
   const jobDataset = job ? (job.dataset_id ?? job.request?.dataset_id) : null;
-  const inputShape = model?.input_shape || [];
+  const inputShape = sm.input_shape || model?.input_shape || [];
   const is2d = inputShape.length === 2;
   const base = `/v1/saved-models/${encodeURIComponent(sm.id)}`;
   const dsOptions = datasets.map((d) => [d.id, `${d.name} (${fmtShape(d.input_shape)})`]);
