@@ -298,6 +298,8 @@ describe('fitd dashboard', () => {
   test('the trained model predicts a dataset sample and shows the confusion matrix', async () => {
     const job = await api('GET', `/v1/jobs/${need(state.jobId, 'the first job')}`);
     const savedId = need(job.body?.saved_model_id, 'the saved model of the first job');
+    const direct = await api('GET', `/v1/saved-models/${savedId}`);
+    assert.equal(direct.status, 200, `GET /v1/saved-models/${savedId} answered ${direct.status}: ${JSON.stringify(direct.body)}`);
     await page.goto(`${base}/#/saved-models/${savedId}`);
     await page.getByTestId('predict-sample').click();
     await page.getByTestId('predicted-class').waitFor({ timeout: 30_000 });
