@@ -607,6 +607,8 @@ export async function jobPage(root, ctx, id) {
   es.addEventListener('checkpoint', () => {
     failures = 0;
     refreshCheckpoints();
+    // The job's best_epoch moves with checkpoints; refetch it so the marker follows live.
+    refreshJob();
   });
   es.addEventListener('done', async () => {
     es.close();
