@@ -63,6 +63,15 @@ pub struct Config {
     #[arg(long, env = "FITD_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     pub request_timeout_secs: u64,
 
+    /// Most instances one predict or infer request may carry; larger batches are refused with 422.
+    #[arg(long, env = "FITD_MAX_PREDICT_ROWS", default_value_t = 10_000)]
+    pub max_predict_rows: usize,
+
+    /// Bytes of decoded model weights kept in memory for predictions (default 512 MiB); the least
+    /// recently used models are dropped beyond it.
+    #[arg(long, env = "FITD_MODEL_CACHE_BYTES", default_value_t = 512 << 20)]
+    pub model_cache_bytes: usize,
+
     /// Base URL the MNIST IDX files are downloaded from.
     #[arg(
         long,
@@ -111,6 +120,8 @@ impl Config {
             max_params: 50_000_000,
             log_format: LogFormat::Text,
             request_timeout_secs: 300,
+            max_predict_rows: 10_000,
+            model_cache_bytes: 512 << 20,
             mnist_url: "http://127.0.0.1:9/mnist/".into(),
             fashion_mnist_url: "http://127.0.0.1:9/fashion/".into(),
             download_sha256: Vec::new(),

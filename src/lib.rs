@@ -5,5 +5,6 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod nn;
+pub mod serving;
 pub mod startup;
 pub mod store;

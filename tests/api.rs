@@ -9,4 +9,5 @@ mod api {
     mod errors;
     mod models;
     mod openapi;
+    mod saved_models;
 }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod models;
 pub mod pagination;
+pub mod saved_models;
 pub mod state;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "health", description = "Liveness and readiness probes"),
         (name = "datasets", description = "Training data: uploads, built-ins, samples, PCA"),
         (name = "models", description = "Model architectures (Sequential specs)"),
+        (name = "saved-models", description = "Trained weights: predictions, evaluation, weights files, export and import"),
         (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
     ),
 
@@ -54,6 +56,7 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(datasets::router(max_upload_bytes))
         .merge(models::router())
+        .merge(saved_models::router())
         .merge(jobs::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::serving::ModelCache;
 use crate::jobs::Jobs;
 use crate::store::Store;
 
@@ -17,6 +18,8 @@ pub struct AppState {
     pub store: Store,
     /// Client for dataset downloads; one per server so connections are reused.
     pub http_client: reqwest::Client,
+    /// Decoded saved models, so predictions never touch SQLite once a model is warm.
+    pub models: Arc<ModelCache>,
     /// The training job system: worker pool, event hub, cancellation.
     pub jobs: Jobs,
 }
@@ -28,6 +31,7 @@ impl AppState {
             .user_agent(concat!("fitd/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(AppState {
+            models: Arc::new(ModelCache::new(config.model_cache_bytes)),
             config: Arc::new(config),
             store,
             http_client,

@@ -62,8 +62,6 @@ pub struct SavedModelRow {
     pub created_at: String,
 }
 
-const COLUMNS: &str = "id, model_id, job_id, epoch, source, metrics, spec, weights, created_at";
-
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelRow, Error> {
     let source: String = r.try_get("source")?;
     Ok(SavedModelRow {
@@ -79,6 +77,8 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelRow, Error> {
         created_at: r.try_get("created_at")?,
     })
 }
+
+const COLUMNS: &str = "id, model_id, job_id, epoch, source, metrics, spec, weights, created_at";
 
 /// Inserts a saved model on any executor (the pool or an open transaction).
 pub async fn insert_with<'e, E>(executor: E, row: &SavedModelRow) -> Result<(), Error>
@@ -158,4 +158,157 @@ pub fn decode_weights(bytes: &[u8]) -> Result<Vec<NamedTensor>, Error> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// A saved model without its weights: what lists and views need.
+#[derive(Debug, Clone)]
+pub struct SavedModelInfo {
+    pub id: String,
+    pub model_id: String,
+    pub job_id: Option<String>,
+    pub epoch: Option<i64>,
+    pub source: SavedModelSource,
+    pub metrics: String,
+    pub spec: String,
+    /// Length of the stored weights blob.
+    pub size_bytes: i64,
+    pub created_at: String,
+}
+
+fn info_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelInfo, Error> {
+    let source: String = r.try_get("source")?;
+    Ok(SavedModelInfo {
+        id: r.try_get("id")?,
+        model_id: r.try_get("model_id")?,
+        job_id: r.try_get("job_id")?,
+        epoch: r.try_get("epoch")?,
+        source: SavedModelSource::parse(&source)
+            .ok_or_else(|| Error::Corrupt(format!("unknown saved model source {source:?}")))?,
+        metrics: r.try_get("metrics")?,
+        spec: r.try_get("spec")?,
+        size_bytes: r.try_get("size_bytes")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub async fn get_info(store: &Store, id: &str) -> Result<SavedModelInfo, Error> {
+    let row = sqlx::query(
+        "SELECT id, model_id, job_id, epoch, source, metrics, spec, length(weights) AS size_bytes, created_at \
+         FROM saved_models WHERE id = ?",
+    )
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("saved model"))?;
+    info_from_row(&row)
+}
+
+/// Saved models in creation order, `limit` of them after the one with id `after`, optionally only
+/// those of one architecture or job.
+pub async fn list(
+    store: &Store,
+    limit: i64,
+    after: Option<&str>,
+    model_id: Option<&str>,
+    job_id: Option<&str>,
+) -> Result<super::Page<SavedModelInfo>, Error> {
+    let after_seq = match after {
+        None => 0,
+        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM saved_models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?
+            .ok_or(Error::NotFound("cursor"))?,
+    };
+    let rows = sqlx::query(
+        "SELECT id, model_id, job_id, epoch, source, metrics, spec, length(weights) AS size_bytes, created_at \
+         FROM saved_models WHERE seq > ? AND (? IS NULL OR model_id = ?) AND (? IS NULL OR job_id = ?) \
+         ORDER BY seq LIMIT ?",
+    )
+    .bind(after_seq)
+    .bind(model_id)
+    .bind(model_id)
+    .bind(job_id)
+    .bind(job_id)
+    .bind(limit + 1)
+    .fetch_all(&store.pool)
+    .await?;
+    let mut items = rows.iter().map(info_from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
+    Ok(super::Page { items, next })
+}
+
+/// Deletes a saved model unless a queued or running job continues training from it
+/// (`initial_weights`); the check and the delete are one statement, so no job can slip in between.
+pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
+    let done = sqlx::query(
+        "DELETE FROM saved_models WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE status IN ('queued', 'running') AND json_extract(request, '$.initial_weights') = ?)",
+    )
+    .bind(id)
+    .bind(id)
+    .execute(&store.pool)
+    .await
+    .map_err(map_sqlx)?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let job: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status IN ('queued', 'running') \
+         AND json_extract(request, '$.initial_weights') = ? ORDER BY seq LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&store.pool)
+    .await?;
+    match job {
+        Some(job) => Err(Error::Conflict(format!(
+            "saved model {id:?} is the initial_weights of job {job:?}, which is still queued or running"
+        ))),
+        None => Err(Error::NotFound("saved model")),
+    }
+}
+
+/// A job as far as making a saved model from its checkpoint needs it.
+#[derive(Debug, Clone)]
+pub struct JobRef {
+    pub model_id: String,
+    pub status: String,
+}
+
+pub async fn job_ref(store: &Store, job_id: &str) -> Result<JobRef, Error> {
+    let row = sqlx::query("SELECT model_id, status FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    Ok(JobRef {
+        model_id: row.try_get("model_id")?,
+        status: row.try_get("status")?,
+    })
+}
+
+/// The training state and metrics JSON of a job's checkpoint at `epoch`.
+pub async fn checkpoint_state(store: &Store, job_id: &str, epoch: i64) -> Result<(Vec<u8>, String), Error> {
+    let row = sqlx::query("SELECT state, metrics FROM checkpoints WHERE job_id = ? AND epoch = ?")
+        .bind(job_id)
+        .bind(epoch)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("checkpoint"))?;
+    Ok((row.try_get("state")?, row.try_get("metrics")?))
+}
+
+/// Epochs of a job that have a stored checkpoint, ascending.
+pub async fn checkpoint_epochs(store: &Store, job_id: &str) -> Result<Vec<i64>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE job_id = ? ORDER BY epoch")
+            .bind(job_id)
+            .fetch_all(&store.pool)
+            .await?,
+    )
 }
