@@ -1,5 +1,6 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
+pub mod dashboard;
 pub mod datasets;
 pub mod error;
 pub mod health;
@@ -82,7 +83,8 @@ pub fn router(state: AppState) -> Router {
     let api = api
         .merge(datasets::extra_routes())
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec));
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(dashboard::router());
     api.fallback(|| async {
         ApiError::Status {
             status: StatusCode::NOT_FOUND,

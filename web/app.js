@@ -1,0 +1,81 @@
+//! app.js: the dashboard shell: hash router, navigation, and the per-page lifecycle (timers and streams closed on leave).
+
+import { datasetPage, datasetsPage } from './datasets.js';
+import { clear, h, message } from './dom.js';
+import { jobPage, jobsPage } from './jobs.js';
+import { modelPage, modelsPage } from './models.js';
+import { savedModelPage, savedModelsPage } from './saved.js';
+
+const ROUTES = [
+  [/^\/datasets$/, 'datasets', (root) => datasetsPage(root)],
+  [/^\/datasets\/([^/]+)$/, 'datasets', (root, _ctx, m) => datasetPage(root, m[1])],
+  [/^\/models$/, 'models', (root) => modelsPage(root)],
+  [/^\/models\/([^/]+)$/, 'models', (root, _ctx, m) => modelPage(root, m[1])],
+  [/^\/jobs$/, 'jobs', (root, ctx, _m, q) => jobsPage(root, ctx, q)],
+  [/^\/jobs\/([^/]+)$/, 'jobs', (root, ctx, m) => jobPage(root, ctx, m[1])],
+  [/^\/saved-models$/, 'saved-models', (root) => savedModelsPage(root)],
+  [/^\/saved-models\/([^/]+)$/, 'saved-models', (root, _ctx, m) => savedModelPage(root, decodeURIComponent(m[1]))],
+];
+
+let current = null;
+
+/** A page's lifetime: cleanups run when the user navigates away, and alive() turns false. */
+function newContext() {
+  const fns = [];
+  let alive = true;
+  return {
+    cleanup: (fn) => fns.push(fn),
+    alive: () => alive,
+    end() {
+      alive = false;
+      for (const fn of fns.splice(0)) {
+        try {
+          fn();
+        } catch (err) {
+          console.error(err);
+        }
+      }
+    },
+  };
+}
+
+async function route() {
+  const raw = location.hash.replace(/^#/, '') || '/datasets';
+  const [path, qs] = raw.split('?');
+  const query = new URLSearchParams(qs || '');
+  const root = document.getElementById('main');
+  current?.end();
+  const ctx = newContext();
+  current = ctx;
+  for (const link of document.querySelectorAll('nav a[data-nav]')) link.removeAttribute('aria-current');
+  for (const [re, nav, page] of ROUTES) {
+    const m = path.match(re);
+    if (!m) continue;
+    document.querySelector(`nav a[data-nav="${nav}"]`)?.setAttribute('aria-current', 'page');
+    document.title = `fitd · ${nav.replace('-', ' ')}`;
+    try {
+      await page(root, ctx, m, query);
+    } catch (err) {
+      if (ctx.alive()) clear(root, message('error', err));
+    }
+    return;
+  }
+  clear(root, h('h1', {}, 'Not found'), h('p', {}, 'No page at ', h('code', {}, path), '. ', h('a', { href: '#/datasets' }, 'Go to datasets')));
+}
+
+async function health() {
+  const dot = document.getElementById('health');
+  try {
+    const res = await fetch('/healthz', { cache: 'no-store' });
+    dot.textContent = res.ok ? 'server up' : `server answers ${res.status}`;
+    dot.className = res.ok ? 'health ok' : 'health bad';
+  } catch {
+    dot.textContent = 'server unreachable';
+    dot.className = 'health bad';
+  }
+}
+
+window.addEventListener('hashchange', route);
+route();
+health();
+setInterval(health, 10000);
