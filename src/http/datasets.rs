@@ -153,7 +153,7 @@ pub fn dataset_view(row: &DatasetRow) -> DatasetView {
 pub fn dataset_error(e: store::Error, id: &str) -> ApiError {
     match e {
         store::Error::NotFound("dataset") => ApiError::not_found("dataset", id),
-        store::Error::Conflict(_) => ApiError::Conflict(format!("dataset {id:?} is still used by a job")),
+        store::Error::Conflict(message) => ApiError::Conflict(message),
         other => other.into(),
     }
 }
@@ -512,7 +512,7 @@ pub async fn get_dataset(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A job still uses the dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A queued or running job uses the dataset", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_dataset(
     State(state): State<AppState>,

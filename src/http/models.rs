@@ -284,7 +284,7 @@ pub async fn get_model(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such model", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Still used by a job or saved model", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A queued or running job uses the model", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_model(
     State(state): State<AppState>,

@@ -228,13 +228,20 @@ pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page
 
 /// Deletes the row (refused while other rows reference it) and then its files.
 pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
-    let done = sqlx::query("DELETE FROM datasets WHERE id = ?")
-        .bind(id)
-        .execute(&store.pool)
-        .await
-        .map_err(map_sqlx)?;
+    // One statement, so a job queued between a check and the delete cannot lose its data.
+    let done = sqlx::query(
+        "DELETE FROM datasets WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE status IN ('queued', 'running') AND (dataset_id = ?1 OR validation_dataset_id = ?1))",
+    )
+    .bind(id)
+    .execute(&store.pool)
+    .await
+    .map_err(map_sqlx)?;
     if done.rows_affected() == 0 {
-        return Err(Error::NotFound("dataset"));
+        get(store, id).await?;
+        return Err(Error::Conflict(format!(
+            "dataset {id:?} is used by a queued or running job; cancel the job or wait for it to finish"
+        )));
     }
     let dir = store.dataset_dir(id);
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await {

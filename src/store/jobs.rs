@@ -486,28 +486,3 @@ pub async fn finish(store: &Store, f: &Finish<'_>) -> Result<Option<Vec<EventRow
     tx.commit().await?;
     Ok(Some(vec![a, b]))
 }
-
-/// Whether a queued or running job trains on (or validates with) the dataset; deleting it then is a
-/// conflict.
-pub async fn dataset_in_use(store: &Store, dataset_id: &str) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'running') \
-         AND (dataset_id = ? OR validation_dataset_id = ?))",
-    )
-    .bind(dataset_id)
-    .bind(dataset_id)
-    .fetch_one(&store.pool)
-    .await?
-        != 0)
-}
-
-/// Whether a queued or running job trains the model; deleting it then is a conflict.
-pub async fn model_in_use(store: &Store, model_id: &str) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'running') AND model_id = ?)",
-    )
-    .bind(model_id)
-    .fetch_one(&store.pool)
-    .await?
-        != 0)
-}

@@ -80,13 +80,20 @@ pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page
 }
 
 pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
-    let done = sqlx::query("DELETE FROM models WHERE id = ?")
-        .bind(id)
-        .execute(&store.pool)
-        .await
-        .map_err(map_sqlx)?;
+    // One statement, so a job queued between a check and the delete cannot lose its model.
+    let done = sqlx::query(
+        "DELETE FROM models WHERE id = ?1 AND NOT EXISTS \
+         (SELECT 1 FROM jobs WHERE status IN ('queued', 'running') AND model_id = ?1)",
+    )
+    .bind(id)
+    .execute(&store.pool)
+    .await
+    .map_err(map_sqlx)?;
     if done.rows_affected() == 0 {
-        return Err(Error::NotFound("model"));
+        get(store, id).await?;
+        return Err(Error::Conflict(format!(
+            "model {id:?} is used by a queued or running job; cancel the job or wait for it to finish"
+        )));
     }
     Ok(())
 }

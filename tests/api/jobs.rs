@@ -494,6 +494,34 @@ async fn cancel_stops_a_queued_job_before_it_starts_and_a_running_one_within_a_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_or_model_in_use_by_an_unfinished_job_cannot_be_deleted() {
+    let app = spawn_app_with(|c| c.workers = 1).await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 256).await;
+    let job = submit(&app, &long_body(&model, &ds, 200)).await;
+    let id = job["id"].as_str().unwrap();
+
+    let problem = assert_problem(app.delete(&format!("/v1/datasets/{ds}")).await, 409).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("queued or running job"),
+        "{problem}"
+    );
+    assert_problem(app.delete(&format!("/v1/models/{model}")).await, 409).await;
+    // Both are still there, intact.
+    assert_eq!(app.get(&format!("/v1/datasets/{ds}")).await.status(), 200);
+    assert_eq!(app.get(&format!("/v1/models/{model}")).await.status(), 200);
+
+    app.post_json(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(wait_finished(&app, id).await["status"], "cancelled");
+    assert_eq!(app.delete(&format!("/v1/datasets/{ds}")).await.status(), 204);
+    assert_eq!(app.delete(&format!("/v1/models/{model}")).await.status(), 204);
+    assert_problem(app.delete(&format!("/v1/models/{model}")).await, 404).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_run_six_jobs_in_fifo_order_each_once() {
     let app = spawn_app_with(|c| c.workers = 2).await;
     let ds = digits_dataset(&app).await;
