@@ -259,10 +259,8 @@ mod tests {
         }
     }
 
-    /// `cargo test --release --lib fastjson::tests::speed -- --ignored --nocapture`
     #[test]
-    #[ignore = "a timing, not a check"]
-    fn speed() {
+    fn a_thousand_sparse_mnist_rows_parse_exactly_as_serde_does() {
         let row: Vec<String> = (0..784)
             .map(|i| {
                 if i % 5 == 0 {
@@ -274,16 +272,7 @@ mod tests {
             .collect();
         let rows: Vec<String> = (0..1000).map(|_| format!("[{}]", row.join(", "))).collect();
         let body = format!("{{\"instances\": [{}]}}", rows.join(", "));
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let fast = instances_body(body.as_bytes()).unwrap();
-            let t_fast = t.elapsed();
-            let t = std::time::Instant::now();
-            let slow = serde(&body).unwrap();
-            let t_serde = t.elapsed();
-            assert_eq!(fast, slow);
-            eprintln!("{} bytes: fast {t_fast:?}, serde {t_serde:?}", body.len());
-        }
+        assert_eq!(instances_body(body.as_bytes()).unwrap(), serde(&body).unwrap());
     }
 
     #[test]
