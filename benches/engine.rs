@@ -1,7 +1,8 @@
 //! Engine benchmark: the Keras book model, logistic regression and a deeper MLP on 48,000 + 12,000
 //! synthetic 28x28 samples, seconds per epoch and samples/s, plus single-row predict latency.
 //!
-//! Usage: `cargo bench --bench engine -- [--epochs N] [--only name@bs,...]`.
+//! Usage: `cargo bench --bench engine -- [--epochs N] [--only name@bs,...] [--threads 1,2]`
+//! (`TrainConfig::threads` per run; 0 = every core; default 1).
 //! With `FITD_BENCH_DATA=DIR` it trains on the IDX files `../shared/bench/make_idx.py DIR` writes
 //! (the exact data the Keras / PyTorch / numpy references use); otherwise on data made the same way
 //! by a Rust port of the generator (same construction, different random numbers).
@@ -158,6 +159,11 @@ fn main() {
     };
     let epochs: usize = arg("--epochs").map_or(5, |e| e.parse().expect("--epochs N"));
     let only: Vec<String> = arg("--only").map_or(Vec::new(), |o| o.split(',').map(String::from).collect());
+    let thread_counts: Vec<usize> = arg("--threads").map_or(vec![1], |t| {
+        t.split(',')
+            .map(|n| n.parse().expect("--threads N[,N...]"))
+            .collect()
+    });
 
     let t = Instant::now();
     let (x, y, source) = load();
@@ -171,8 +177,8 @@ fn main() {
         Targets::Classes(Array1::from(y[N_TRAIN..].to_vec())),
     );
     println!(
-        "{:<18}{:>5}{:>4}{:>8}{:>9}{:>9}{:>7}{:>9}{:>8}{:>8}",
-        "run", "bs", "ep", "ep1 s", "epoch s", "train s", "val s", "samp/s", "tr acc", "val acc"
+        "{:<18}{:>5}{:>4}{:>4}{:>8}{:>9}{:>9}{:>7}{:>9}{:>8}{:>8}",
+        "run", "bs", "th", "ep", "ep1 s", "epoch s", "train s", "val s", "samp/s", "tr acc", "val acc"
     );
     let runs = [
         ("book_adam", 32),
@@ -181,7 +187,10 @@ fn main() {
         ("deep300_100_adam", 32),
     ];
     let mut book = None;
-    for (name, bs) in runs {
+    let runs = runs
+        .iter()
+        .flat_map(|&(name, bs)| thread_counts.iter().map(move |&th| (name, bs, th)));
+    for (name, bs, threads) in runs {
         if !only.is_empty() && !only.iter().any(|o| o == name || *o == format!("{name}@{bs}")) {
             continue;
         }
@@ -193,6 +202,7 @@ fn main() {
         let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, opt);
         cfg.epochs = epochs;
         cfg.batch_size = bs;
+        cfg.threads = threads;
         let m = Model::new(&model(name), 0).expect("valid model");
         let mut trainer = Trainer::new(m, cfg, train.clone(), Some(val.clone())).expect("valid data");
         let never = AtomicBool::new(false);
@@ -221,9 +231,10 @@ fn main() {
         let tail = |v: &[f64]| median(if v.len() > 1 { v[1..].to_vec() } else { v.to_vec() });
         let (epoch_s, train_s) = (tail(&walls), tail(&trains));
         println!(
-            "{:<18}{:>5}{:>4}{:>8.3}{:>9.3}{:>9.3}{:>7.3}{:>9.0}{:>8.4}{:>8.4}",
+            "{:<18}{:>5}{:>4}{:>4}{:>8.3}{:>9.3}{:>9.3}{:>7.3}{:>9.0}{:>8.4}{:>8.4}",
             name,
             bs,
+            threads,
             epochs,
             walls[0],
             epoch_s,

@@ -613,9 +613,19 @@ fn small_classifier() -> ModelConfig {
 
 #[test]
 fn resuming_from_a_saved_state_continues_bit_identically() {
+    resume_bit_identically_with_threads(1);
+}
+
+#[test]
+fn resuming_with_two_threads_continues_bit_identically() {
+    resume_bit_identically_with_threads(2);
+}
+
+fn resume_bit_identically_with_threads(threads: usize) {
     let (x, y) = blobs(203, 1);
     let (train, val) = Trainer::split_validation(x.view(), &y, 0.2).unwrap();
     let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
+    cfg.threads = threads;
     cfg.epochs = 4;
     cfg.batch_size = 16;
     cfg.seed = 9;
