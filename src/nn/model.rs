@@ -344,7 +344,7 @@ impl Model {
         for start in (0..x.nrows()).step_by(ws.cap) {
             let end = (start + ws.cap).min(x.nrows());
             let xb = x.slice(s![start..end, ..]);
-            self.forward(xb, &mut ws, None, &Pool::serial());
+            self.forward(xb, &mut ws, None, &Pool::serial(), None);
             result.slice_mut(s![start..end, ..]).assign(&ws.output(xb));
         }
         Ok(result)
@@ -450,7 +450,7 @@ impl Model {
         for start in (0..x.nrows()).step_by(ws.cap) {
             let end = (start + ws.cap).min(x.nrows());
             let xb = x.slice(s![start..end, ..]);
-            self.forward(xb, ws, None, pool);
+            self.forward(xb, ws, None, pool, None);
             let st = batch_loss(loss, ws.output(xb), y, |r| start + r, None);
             total.loss += st.loss;
             total.correct += st.correct;
@@ -463,13 +463,15 @@ impl Model {
     }
 
     /// Forward pass of `x` (at most `ws.cap` rows) through every layer into `ws`; dropout is active
-    /// when an RNG is given. The units of [`Workspace::par`]'s layer are split across `pool`.
+    /// when an RNG is given. [`Workspace::par`]'s layer is split by rows across `pool`; `gather`
+    /// (only when [`Workspace::gathers_in_par`]) fills `x`'s buffer inside that split.
     pub(crate) fn forward(
         &self,
         x: ArrayView2<f32>,
         ws: &mut Workspace,
         mut rng: Option<&mut ChaCha8Rng>,
         pool: &Pool,
+        gather: Option<Gather<'_>>,
     ) {
         let n = x.nrows();
         let par = ws.par;
@@ -490,7 +492,8 @@ impl Model {
                 } => {
                     let bias = bias.as_ref().map(|b| b.view());
                     if par == Some(i) && pool.threads() > 1 {
-                        dense_forward_par(pool, input, kernel.view(), bias, *activation, out);
+                        let g = gather.filter(|_| ib == 0);
+                        dense_forward_par(pool, input, kernel.view(), bias, *activation, out, g);
                     } else {
                         dense_forward(input, kernel.view(), bias, *activation, out);
                     }
@@ -675,7 +678,7 @@ impl Model {
         let mut ws = Workspace::new(self, x.nrows(), true);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let pool = Pool::serial();
-        self.forward(x, &mut ws, Some(&mut rng), &pool);
+        self.forward(x, &mut ws, Some(&mut rng), &pool, None);
         let ob = *ws.out_buf.last().expect("at least one layer");
         let (outs, grads) = (&ws.outs, &mut ws.grads);
         let st = batch_loss(loss, outs[ob].view(), y, |r| r, Some(grads[ob].view_mut()));
@@ -964,8 +967,40 @@ fn dense_forward(
     }
 }
 
-/// [`dense_forward`] with the units split into one column block per pool thread: each block is an
-/// independent GEMM with its own bias and activation, so no thread waits on another.
+/// Training rows to copy into the input buffer inside the parallel forward pass: `rows[r]` of `src`
+/// goes to row `r` at `dst` (row stride = `src` width).
+#[derive(Clone, Copy)]
+pub(crate) struct Gather<'a> {
+    pub src: ArrayView2<'a, f32>,
+    pub rows: &'a [usize],
+    pub dst: SendPtr,
+}
+
+impl Gather<'_> {
+    /// Copies rows `lo..hi` of the batch.
+    fn copy(&self, lo: usize, hi: usize) {
+        let d = self.src.ncols();
+        for (r, &i) in self.rows[lo..hi].iter().enumerate() {
+            // SAFETY: the destination buffer holds at least `rows.len()` rows of width `d`, and
+            // callers copy disjoint row ranges.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.dst.at((lo + r) * d), d) };
+            let src = self.src.row(i);
+            match src.as_slice() {
+                Some(s) => dst.copy_from_slice(s),
+                None => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s),
+            }
+        }
+    }
+
+    /// The whole batch, on the calling thread.
+    pub(crate) fn copy_all(&self) {
+        self.copy(0, self.rows.len());
+    }
+}
+
+/// [`dense_forward`] with the batch rows split into one block per pool thread, each an independent
+/// GEMM against the whole kernel (packing half the inputs beats packing the whole input twice); with
+/// `gather`, each block first copies its own training rows into the input buffer `x` points to.
 fn dense_forward_par(
     pool: &Pool,
     x: ArrayView2<f32>,
@@ -973,20 +1008,90 @@ fn dense_forward_par(
     bias: Option<ArrayView1<f32>>,
     activation: Activation,
     mut out: ArrayViewMut2<f32>,
+    gather: Option<Gather<'_>>,
 ) {
     let (n, units) = out.dim();
     let rs = out.strides()[0] as usize;
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let parts = pool.threads().min(units);
+    let parts = pool.threads().min(n);
     pool.run(&|k| {
         if k >= parts {
             return;
         }
-        let (lo, hi) = block(units, parts, k);
-        // SAFETY: blocks are disjoint column ranges of `out`, which outlives `run`.
-        let o = unsafe { ArrayViewMut2::from_shape_ptr((n, hi - lo).strides((rs, 1)), out_ptr.at(lo)) };
-        let b = bias.as_ref().map(|b| b.slice(s![lo..hi]));
-        dense_forward(x, kernel.slice(s![.., lo..hi]), b, activation, o);
+        let (lo, hi) = block(n, parts, k);
+        if let Some(g) = &gather {
+            g.copy(lo, hi);
+        }
+        // SAFETY: blocks are disjoint row ranges of `out`, which outlives `run`.
+        let o = unsafe { ArrayViewMut2::from_shape_ptr((hi - lo, units).strides((rs, 1)), out_ptr.at(lo * rs)) };
+        dense_forward(x.slice(s![lo..hi, ..]), kernel, bias, activation, o);
+    });
+}
+
+/// The backward pass of dense layer `i` (whose input gradient is not needed): the activation
+/// derivative, bias gradient and bias update on the calling thread, then the kernel split into one
+/// block of input rows per pool thread, each computing its rows of the kernel gradient and applying
+/// `update` to them (contiguous in the kernel and its optimizer slots) while they are in cache.
+fn dense_backward_par(
+    pool: &Pool,
+    x: ArrayView2<f32>,
+    ws: &mut Workspace,
+    i: usize,
+    (kernel, bias, activation): (&mut Array2<f32>, Option<&mut Array1<f32>>, Activation),
+    skip_activation: bool,
+    mut update: Option<(&super::optim::Step, &mut [Vec<Vec<f32>>])>,
+) {
+    let n = x.nrows();
+    let (ib, ob) = (ws.in_buf[i], ws.out_buf[i]);
+    let (inputs, units) = kernel.dim();
+    let p = ws.param_idx[i];
+    if !skip_activation {
+        let dz = ws.grads[ob].slice_mut(s![..n, ..]);
+        activation_backward(activation, dz, ws.outs[ob].slice(s![..n, ..]));
+    }
+    let dz = ws.grads[ob].slice(s![..n, ..]);
+    if let Some(b) = bias {
+        let db = ws.dbias[i].as_slice_mut().expect("owned buffer");
+        db.fill(0.0);
+        for row in dz.rows() {
+            kernels::add(db, row.as_slice().expect("owned buffer"));
+        }
+        if let Some((step, slots)) = update.as_mut() {
+            let (s0, s1) = split_slots(&mut slots[p + 1]);
+            step.apply(b.as_slice_mut().expect("standard layout"), db, s0, s1);
+        }
+    }
+    let dk_ptr = SendPtr(ws.dkernel[i].as_mut_ptr());
+    let w_ptr = SendPtr(kernel.as_mut_ptr());
+    let (step, ks) = match update {
+        Some((step, slots)) => {
+            let mut ptr = |s: usize| slots[p].get_mut(s).map(|v| SendPtr(v.as_mut_ptr()));
+            (Some(*step), [ptr(0), ptr(1)])
+        }
+        None => (None, [None, None]),
+    };
+    let input = if ib == 0 {
+        x
+    } else {
+        ws.outs[ib].slice(s![..n, ..])
+    };
+    let parts = pool.threads().min(inputs);
+    pool.run(&|k| {
+        if k >= parts {
+            return;
+        }
+        let (lo, hi) = block(inputs, parts, k);
+        let (off, len) = (lo * units, (hi - lo) * units);
+        // SAFETY (every view and slice below): each block owns kernel rows lo..hi of the gradient
+        // buffer, the kernel and its optimizer slots; all outlive `run`, and the caller holds them
+        // mutably for its duration.
+        let mut dk = unsafe { ArrayViewMut2::from_shape_ptr((hi - lo, units), dk_ptr.at(off)) };
+        general_mat_mul(1.0, &input.slice(s![.., lo..hi]).t(), &dz, 0.0, &mut dk);
+        if let Some(step) = &step {
+            let (w, g) = unsafe { (seg(Some(w_ptr), off, len), seg(Some(dk_ptr), off, len)) };
+            let (s0, s1) = unsafe { (seg(ks[0], off, len), seg(ks[1], off, len)) };
+            step.apply(w, g, s0, s1);
+        }
     });
 }
 
@@ -1000,91 +1105,6 @@ unsafe fn seg<'a>(p: Option<SendPtr>, off: usize, len: usize) -> &'a mut [f32] {
         Some(p) => unsafe { std::slice::from_raw_parts_mut(p.at(off), len) },
         None => &mut [],
     }
-}
-
-/// The backward pass of dense layer `i` (whose input gradient is not needed) with its units split
-/// into one column block per pool thread; each block computes its activation derivative, its columns
-/// of the kernel gradient and its bias gradient, then applies `update` to its columns of the kernel
-/// and bias and of their optimizer slots.
-fn dense_backward_par(
-    pool: &Pool,
-    x: ArrayView2<f32>,
-    ws: &mut Workspace,
-    i: usize,
-    (kernel, bias, activation): (&mut Array2<f32>, Option<&mut Array1<f32>>, Activation),
-    skip_activation: bool,
-    update: Option<(&super::optim::Step, &mut [Vec<Vec<f32>>])>,
-) {
-    let n = x.nrows();
-    let (ib, ob) = (ws.in_buf[i], ws.out_buf[i]);
-    let (inputs, units) = kernel.dim();
-    let gs = ws.grads[ob].ncols();
-    let dz_ptr = SendPtr(ws.grads[ob].as_mut_ptr());
-    let dk_ptr = SendPtr(ws.dkernel[i].as_mut_ptr());
-    let db_ptr = bias.is_some().then(|| SendPtr(ws.dbias[i].as_mut_ptr()));
-    let w_ptr = SendPtr(kernel.as_mut_ptr());
-    let b_ptr = bias.map(|b| SendPtr(b.as_mut_ptr()));
-    let p = ws.param_idx[i];
-    let slot_ptr = |slots: &mut [Vec<Vec<f32>>], p: usize, s: usize| {
-        slots
-            .get_mut(p)
-            .and_then(|v| v.get_mut(s))
-            .map(|v| SendPtr(v.as_mut_ptr()))
-    };
-    let (step, ks, bs) = match update {
-        Some((step, slots)) => (
-            Some(*step),
-            [slot_ptr(slots, p, 0), slot_ptr(slots, p, 1)],
-            if b_ptr.is_some() {
-                [slot_ptr(slots, p + 1, 0), slot_ptr(slots, p + 1, 1)]
-            } else {
-                [None, None]
-            },
-        ),
-        None => (None, [None, None], [None, None]),
-    };
-    let y = ws.outs[ob].slice(s![..n, ..]);
-    let input = if ib == 0 {
-        x
-    } else {
-        ws.outs[ib].slice(s![..n, ..])
-    };
-    let parts = pool.threads().min(units);
-    pool.run(&|k| {
-        if k >= parts {
-            return;
-        }
-        let (lo, hi) = block(units, parts, k);
-        let w = hi - lo;
-        // SAFETY (every view and slice below): each block owns columns lo..hi of the layer's
-        // gradient buffers, kernel, bias and optimizer slots; all outlive `run`, and the caller holds
-        // them mutably for its duration.
-        let mut dz = unsafe { ArrayViewMut2::from_shape_ptr((n, w).strides((gs, 1)), dz_ptr.at(lo)) };
-        if !skip_activation {
-            activation_backward(activation, dz.view_mut(), y.slice(s![.., lo..hi]));
-        }
-        let mut dk = unsafe { ArrayViewMut2::from_shape_ptr((inputs, w).strides((units, 1)), dk_ptr.at(lo)) };
-        general_mat_mul(1.0, &input.t(), &dz, 0.0, &mut dk);
-        let db = unsafe { seg(db_ptr, lo, w) };
-        if !db.is_empty() {
-            db.fill(0.0);
-            for row in dz.rows() {
-                kernels::add(db, row.as_slice().expect("unit-stride columns"));
-            }
-        }
-        if let Some(step) = &step {
-            for r in 0..inputs {
-                let off = r * units + lo;
-                let (wr, gr) = unsafe { (seg(Some(w_ptr), off, w), seg(Some(dk_ptr), off, w)) };
-                let (s0, s1) = unsafe { (seg(ks[0], off, w), seg(ks[1], off, w)) };
-                step.apply(wr, gr, s0, s1);
-            }
-            if !db.is_empty() {
-                let (s0, s1) = unsafe { (seg(bs[0], lo, w), seg(bs[1], lo, w)) };
-                step.apply(unsafe { seg(b_ptr, lo, w) }, db, s0, s1);
-            }
-        }
-    });
 }
 
 fn activate_row(row: &mut [f32], activation: Activation) {
@@ -1149,8 +1169,8 @@ pub(crate) struct Workspace {
     pub dbias: Vec<Array1<f32>>,
     /// Whether a trainable layer lies before layer i, so its input gradient is needed.
     pub need_grad_in: Vec<bool>,
-    /// The layer whose units are split across worker threads: the first dense layer, which carries
-    /// most of an MLP's work on images, when its activation is element-wise (not softmax).
+    /// The layer whose work is split across worker threads: the first dense layer, which carries most
+    /// of an MLP's work on images, when its activation is element-wise (not softmax).
     pub par: Option<usize>,
     /// Optimizer-slot index of each dense layer's kernel (its bias follows); 0 for other layers.
     pub param_idx: Vec<usize>,
@@ -1244,6 +1264,12 @@ impl Workspace {
             par,
             param_idx,
         }
+    }
+
+    /// Whether the parallel layer reads the raw input, so the forward pass can gather the training
+    /// rows itself, in parallel.
+    pub fn gathers_in_par(&self, pool: &Pool) -> bool {
+        pool.threads() > 1 && self.par.is_some_and(|p| self.in_buf[p] == 0)
     }
 
     /// The network output for the last forward pass of `x`.

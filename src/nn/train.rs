@@ -16,9 +16,9 @@ use super::callbacks::{EarlyStopping, EpochLogs, ModelCheckpoint};
 use super::error::{Error, Result};
 use super::kernels::FlushToZero;
 use super::loss::{BatchStats, Loss, Targets, batch_loss};
-use super::model::{Model, NamedTensor, Workspace};
+use super::model::{Gather, Model, NamedTensor, Workspace};
 use super::optim::{Optimizer, OptimizerState};
-use super::pool::{Pool, resolve_threads};
+use super::pool::{Pool, SendPtr, resolve_threads};
 use super::spec::ModelConfig;
 
 /// How to train: Keras's `compile` and `fit` arguments.
@@ -333,16 +333,26 @@ impl Trainer {
             let (lo, hi) = (b * bs, ((b + 1) * bs).min(n));
             let m = hi - lo;
             let mut input = std::mem::take(&mut self.ws.input);
-            for (k, &r) in self.perm[lo..hi].iter().enumerate() {
-                let src = x.row(r);
-                match (input.row_mut(k).into_slice(), src.as_slice()) {
-                    (Some(dst), Some(src)) => dst.copy_from_slice(src),
-                    _ => input.row_mut(k).assign(&src),
-                }
+            let gather = Gather {
+                src: x.view(),
+                rows: &self.perm[lo..hi],
+                dst: SendPtr(input.as_mut_ptr()),
+            };
+            let in_par = self.ws.gathers_in_par(&self.pool);
+            if !in_par {
+                gather.copy_all();
             }
-            let xb = input.slice(s![..m, ..]);
-            self.model
-                .forward(xb, &mut self.ws, Some(&mut self.rng), &self.pool);
+            // A view made from the buffer's pointer, not a borrow of it: the parallel forward pass
+            // writes the rows through `gather.dst` before any layer reads them.
+            // SAFETY: `input` holds `cap >= m` rows of the input width and lives past every use.
+            let xb = unsafe { ArrayView2::from_shape_ptr((m, x.ncols()), input.as_ptr()) };
+            self.model.forward(
+                xb,
+                &mut self.ws,
+                Some(&mut self.rng),
+                &self.pool,
+                in_par.then_some(gather),
+            );
             let perm = &self.perm;
             let st = batch_loss(
                 loss,
