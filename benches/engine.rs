@@ -198,7 +198,18 @@ fn main() {
     );
     println!(
         "{:<18}{:>5}{:>4}{:>4}{:>8}{:>9}{:>9}{:>7}{:>9}{:>8}{:>8}{:>7}",
-        "run", "bs", "th", "ep", "ep1 s", "epoch s", "train s", "val s", "samp/s", "tr acc", "val acc", "other"
+        "run",
+        "bs",
+        "th",
+        "ep",
+        "ep1 s",
+        "epoch s",
+        "train s",
+        "val s",
+        "samp/s",
+        "tr acc",
+        "val acc",
+        "other"
     );
     let runs = [
         ("book_adam", 32),
@@ -250,7 +261,9 @@ fn main() {
         }
         // Cores the rest of the machine used during this run: busy machine time minus our own.
         let other = match (cpu0, cpu_seconds()) {
-            (Some((m0, o0)), Some((m1, o1))) => ((m1 - m0) - (o1 - o0)).max(0.0) / wall0.elapsed().as_secs_f64(),
+            (Some((m0, o0)), Some((m1, o1))) => {
+                ((m1 - m0) - (o1 - o0)).max(0.0) / wall0.elapsed().as_secs_f64()
+            }
             _ => f64::NAN,
         };
         let logs = last.expect("at least one epoch");

@@ -1023,7 +1023,8 @@ fn dense_forward_par(
             g.copy(lo, hi);
         }
         // SAFETY: blocks are disjoint row ranges of `out`, which outlives `run`.
-        let o = unsafe { ArrayViewMut2::from_shape_ptr((hi - lo, units).strides((rs, 1)), out_ptr.at(lo * rs)) };
+        let o =
+            unsafe { ArrayViewMut2::from_shape_ptr((hi - lo, units).strides((rs, 1)), out_ptr.at(lo * rs)) };
         dense_forward(x.slice(s![lo..hi, ..]), kernel, bias, activation, o);
     });
 }
