@@ -337,10 +337,11 @@ impl Trainer {
             let (lo, hi) = (b * bs, ((b + 1) * bs).min(n));
             let m = hi - lo;
             let mut input = std::mem::take(&mut self.ws.input);
+            let base = input.as_mut_ptr();
             let gather = Gather {
                 src: x.view(),
                 rows: &self.perm[lo..hi],
-                dst: SendPtr(input.as_mut_ptr()),
+                dst: SendPtr(base),
             };
             let in_par = self.ws.gathers_in_par(&self.pool);
             if !in_par {
@@ -349,7 +350,7 @@ impl Trainer {
             // A view made from the buffer's pointer, not a borrow of it: the parallel forward pass
             // writes the rows through `gather.dst` before any layer reads them.
             // SAFETY: `input` holds `cap >= m` rows of the input width and lives past every use.
-            let xb = unsafe { ArrayView2::from_shape_ptr((m, x.ncols()), input.as_ptr()) };
+            let xb = unsafe { ArrayView2::from_shape_ptr((m, x.ncols()), base.cast_const()) };
             self.model.forward(
                 xb,
                 &mut self.ws,
