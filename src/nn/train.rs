@@ -37,10 +37,12 @@ pub struct TrainConfig {
     /// Threads for this trainer's batches and validation (1 by default; 0 = every core). The first
     /// dense layer's work is split across persistent workers owned by the trainer; results are
     /// deterministic for a given count (and, with the GEMM backend used, equal across counts).
-    /// Measured on 2 cores, book model, quiet machine: batch 256 takes 0.18-0.26 s/epoch with 2
-    /// threads against 0.28 with 1; at batch 32, 2 threads gave 0.27-0.76 against a steady 0.34, as
-    /// each batch needs two hand-offs that stall whenever another process takes a core. So: 1 thread
-    /// for small batches (measured at 32) or on a busy machine, 2 for batch 256 with cores to spare.
+    /// Measured with `benches/compare.sh` (2 cores, book model, quiet machine, 3 rounds): batch 256
+    /// takes 0.18 s/epoch with 2 threads (rounds 0.18-0.25) against 0.29 with 1; batch 32 a median
+    /// 0.28 with 2 threads but 0.54 in one round of three (each batch needs two hand-offs, which
+    /// stall whenever a thread loses its core), against a steady 0.34-0.35 with 1. So: 2 threads for
+    /// large batches with cores to spare; 1 thread for small batches when steadiness matters or the
+    /// machine is shared with other jobs.
     pub threads: usize,
 }
 
