@@ -1,7 +1,8 @@
 //! Engine benchmark: the Keras book model, logistic regression and a deeper MLP on 48,000 + 12,000
 //! synthetic 28x28 samples, seconds per epoch and samples/s, plus single-row predict latency.
 //!
-//! Usage: `cargo bench --bench engine -- [--epochs N] [--only name@bs,...]`.
+//! Usage: `cargo bench --bench engine -- [--epochs N] [--only name@bs,...] [--threads 1,2] [--no-predict]`
+//! (`TrainConfig::threads` per run; 0 = every core; default 1).
 //! With `FITD_BENCH_DATA=DIR` it trains on the IDX files `../shared/bench/make_idx.py DIR` writes
 //! (the exact data the Keras / PyTorch / numpy references use); otherwise on data made the same way
 //! by a Rust port of the generator (same construction, different random numbers).
@@ -138,6 +139,26 @@ fn model(name: &str) -> ModelConfig {
     }
 }
 
+/// Busy CPU seconds of the whole machine and of this process, from `/proc` (Linux; `None` elsewhere),
+/// so each row can say how much of the 2 cores the rest of the machine took meanwhile.
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let tick = 100.0; // USER_HZ on every Linux ABI fitd targets
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().unwrap_or(0.0))
+        .collect();
+    let machine = (v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / tick;
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+    let me = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tick;
+    Some((machine, me))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -158,6 +179,11 @@ fn main() {
     };
     let epochs: usize = arg("--epochs").map_or(5, |e| e.parse().expect("--epochs N"));
     let only: Vec<String> = arg("--only").map_or(Vec::new(), |o| o.split(',').map(String::from).collect());
+    let thread_counts: Vec<usize> = arg("--threads").map_or(vec![1], |t| {
+        t.split(',')
+            .map(|n| n.parse().expect("--threads N[,N...]"))
+            .collect()
+    });
 
     let t = Instant::now();
     let (x, y, source) = load();
@@ -171,8 +197,19 @@ fn main() {
         Targets::Classes(Array1::from(y[N_TRAIN..].to_vec())),
     );
     println!(
-        "{:<18}{:>5}{:>4}{:>8}{:>9}{:>9}{:>7}{:>9}{:>8}{:>8}",
-        "run", "bs", "ep", "ep1 s", "epoch s", "train s", "val s", "samp/s", "tr acc", "val acc"
+        "{:<18}{:>5}{:>4}{:>4}{:>8}{:>9}{:>9}{:>7}{:>9}{:>8}{:>8}{:>7}",
+        "run",
+        "bs",
+        "th",
+        "ep",
+        "ep1 s",
+        "epoch s",
+        "train s",
+        "val s",
+        "samp/s",
+        "tr acc",
+        "val acc",
+        "other"
     );
     let runs = [
         ("book_adam", 32),
@@ -181,7 +218,10 @@ fn main() {
         ("deep300_100_adam", 32),
     ];
     let mut book = None;
-    for (name, bs) in runs {
+    let runs = runs
+        .iter()
+        .flat_map(|&(name, bs)| thread_counts.iter().map(move |&th| (name, bs, th)));
+    for (name, bs, threads) in runs {
         if !only.is_empty() && !only.iter().any(|o| o == name || *o == format!("{name}@{bs}")) {
             continue;
         }
@@ -193,11 +233,13 @@ fn main() {
         let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, opt);
         cfg.epochs = epochs;
         cfg.batch_size = bs;
+        cfg.threads = threads;
         let m = Model::new(&model(name), 0).expect("valid model");
         let mut trainer = Trainer::new(m, cfg, train.clone(), Some(val.clone())).expect("valid data");
         let never = AtomicBool::new(false);
         let (mut walls, mut trains) = (Vec::new(), Vec::new());
         let mut last = None;
+        let (cpu0, wall0) = (cpu_seconds(), Instant::now());
         for _ in 0..epochs {
             let start = Instant::now();
             let mut train_done = Duration::ZERO;
@@ -217,13 +259,21 @@ fn main() {
                 last = Some(logs);
             }
         }
+        // Cores the rest of the machine used during this run: busy machine time minus our own.
+        let other = match (cpu0, cpu_seconds()) {
+            (Some((m0, o0)), Some((m1, o1))) => {
+                ((m1 - m0) - (o1 - o0)).max(0.0) / wall0.elapsed().as_secs_f64()
+            }
+            _ => f64::NAN,
+        };
         let logs = last.expect("at least one epoch");
         let tail = |v: &[f64]| median(if v.len() > 1 { v[1..].to_vec() } else { v.to_vec() });
         let (epoch_s, train_s) = (tail(&walls), tail(&trains));
         println!(
-            "{:<18}{:>5}{:>4}{:>8.3}{:>9.3}{:>9.3}{:>7.3}{:>9.0}{:>8.4}{:>8.4}",
+            "{:<18}{:>5}{:>4}{:>4}{:>8.3}{:>9.3}{:>9.3}{:>7.3}{:>9.0}{:>8.4}{:>8.4}{:>7.2}",
             name,
             bs,
+            threads,
             epochs,
             walls[0],
             epoch_s,
@@ -231,13 +281,16 @@ fn main() {
             epoch_s - train_s,
             N_TRAIN as f64 / train_s,
             logs.accuracy.unwrap_or(f64::NAN),
-            logs.val_accuracy.unwrap_or(f64::NAN)
+            logs.val_accuracy.unwrap_or(f64::NAN),
+            other
         );
         if name == "book_adam" {
             book = Some(trainer.finish());
         }
     }
-    let Some(book) = book else { return };
+    let Some(book) = book.filter(|_| !args.iter().any(|a| a == "--no-predict")) else {
+        return;
+    };
     println!("\npredict latency (book model, in-process)");
     for rows in [1usize, 1000] {
         let xs = val.x.slice(s![..rows, ..]);

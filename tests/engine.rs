@@ -613,9 +613,19 @@ fn small_classifier() -> ModelConfig {
 
 #[test]
 fn resuming_from_a_saved_state_continues_bit_identically() {
+    resume_bit_identically_with_threads(1);
+}
+
+#[test]
+fn resuming_with_two_threads_continues_bit_identically() {
+    resume_bit_identically_with_threads(2);
+}
+
+fn resume_bit_identically_with_threads(threads: usize) {
     let (x, y) = blobs(203, 1);
     let (train, val) = Trainer::split_validation(x.view(), &y, 0.2).unwrap();
     let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
+    cfg.threads = threads;
     cfg.epochs = 4;
     cfg.batch_size = 16;
     cfg.seed = 9;
@@ -1027,4 +1037,72 @@ fn book_model_reaches_94_percent_on_mnist_10k_within_10_epochs() {
         )
         .unwrap();
     assert!(eval.accuracy.unwrap() >= 0.94);
+}
+
+/// The parallel first-layer path computes the same training as the serial one, with the rows
+/// gathered inside the split (dense first) or before it (a rescaling layer first), and with uneven
+/// blocks (3 threads).
+#[test]
+fn training_with_several_threads_matches_one_thread() {
+    let (x, y) = blobs(301, 4);
+    let (train, val) = Trainer::split_validation(x.view(), &y, 0.2).unwrap();
+    let rescaled = ModelConfig {
+        input_shape: vec![4],
+        layers: vec![
+            LayerConfig::new(LayerKind::Rescaling {
+                scale: 0.5,
+                offset: 0.1,
+            }),
+            dense(13, Activation::Tanh),
+            dense(3, Activation::Softmax),
+        ],
+    };
+    for config in [small_classifier(), rescaled] {
+        let run = |threads: usize| {
+            let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
+            cfg.epochs = 3;
+            cfg.batch_size = 16;
+            cfg.threads = threads;
+            let mut t = Trainer::new(
+                Model::new(&config, 5).unwrap(),
+                cfg,
+                train.clone(),
+                Some(val.clone()),
+            )
+            .unwrap();
+            while !t.is_finished() {
+                t.run_epoch(&mut |_, _| {}, &no_cancel()).unwrap();
+            }
+            (
+                t.history().last().unwrap().val_loss.unwrap(),
+                t.finish().tensors(),
+            )
+        };
+        let (loss1, w1) = run(1);
+        for threads in [2, 3] {
+            let (loss, w) = run(threads);
+            assert!(
+                (loss - loss1).abs() < 1e-6,
+                "{threads} threads: val_loss {loss} vs {loss1}"
+            );
+            for (a, b) in w.iter().zip(&w1) {
+                let diff = a
+                    .data
+                    .iter()
+                    .zip(&b.data)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-5, "{threads} threads: {} differs by {diff}", a.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn absurd_thread_counts_are_rejected() {
+    let (x, y) = blobs(40, 2);
+    let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
+    cfg.threads = 1_000_000;
+    let r = Trainer::new(Model::new(&small_classifier(), 0).unwrap(), cfg, (x, y), None);
+    assert!(matches!(r, Err(Error::TrainOption { field: "threads", .. })));
 }

@@ -8,6 +8,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod pca;
+mod pool;
 pub mod spec;
 pub mod train;
 

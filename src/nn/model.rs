@@ -3,14 +3,18 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, linalg::general_mat_mul, s};
+use ndarray::{
+    Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, ShapeBuilder, linalg::general_mat_mul, s,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use super::error::{Error, Result};
 use super::kernels;
 use super::loss::{Loss, Targets, batch_loss};
+use super::optim::{Optimizer, OptimizerState, split_slots};
 use super::pca::Pca;
+use super::pool::{Pool, SendPtr, block};
 use super::spec::{Activation, LayerKind, ModelConfig, PcaSize, Summary};
 
 /// One layer at run time; the set is closed, so every `match` names each kind.
@@ -289,7 +293,13 @@ impl Model {
                 activation,
             } => {
                 let mut out = Array2::zeros((x.nrows(), kernel.ncols()));
-                dense_forward(x, kernel, bias.as_ref(), *activation, out.view_mut());
+                dense_forward(
+                    x,
+                    kernel.view(),
+                    bias.as_ref().map(|b| b.view()),
+                    *activation,
+                    out.view_mut(),
+                );
                 out
             }
         }
@@ -334,7 +344,7 @@ impl Model {
         for start in (0..x.nrows()).step_by(ws.cap) {
             let end = (start + ws.cap).min(x.nrows());
             let xb = x.slice(s![start..end, ..]);
-            self.forward(xb, &mut ws, None);
+            self.forward(xb, &mut ws, None, &Pool::serial(), None);
             result.slice_mut(s![start..end, ..]).assign(&ws.output(xb));
         }
         Ok(result)
@@ -403,7 +413,7 @@ impl Model {
             });
         }
         let mut ws = Workspace::new(self, batch_size.min(x.nrows()), false);
-        Ok(self.evaluate_with(x, y, loss, &mut ws))
+        Ok(self.evaluate_with(x, y, loss, &mut ws, &Pool::serial()))
     }
 
     pub(crate) fn check_targets(
@@ -434,12 +444,13 @@ impl Model {
         y: &Targets,
         loss: Loss,
         ws: &mut Workspace,
+        pool: &Pool,
     ) -> Evaluation {
         let mut total = super::loss::BatchStats::default();
         for start in (0..x.nrows()).step_by(ws.cap) {
             let end = (start + ws.cap).min(x.nrows());
             let xb = x.slice(s![start..end, ..]);
-            self.forward(xb, ws, None);
+            self.forward(xb, ws, None, pool, None);
             let st = batch_loss(loss, ws.output(xb), y, |r| start + r, None);
             total.loss += st.loss;
             total.correct += st.correct;
@@ -452,9 +463,18 @@ impl Model {
     }
 
     /// Forward pass of `x` (at most `ws.cap` rows) through every layer into `ws`; dropout is active
-    /// when an RNG is given.
-    pub(crate) fn forward(&self, x: ArrayView2<f32>, ws: &mut Workspace, mut rng: Option<&mut ChaCha8Rng>) {
+    /// when an RNG is given. [`Workspace::par`]'s layer is split by rows across `pool`; `gather`
+    /// (only when [`Workspace::gathers_in_par`]) fills `x`'s buffer inside that split.
+    pub(crate) fn forward(
+        &self,
+        x: ArrayView2<f32>,
+        ws: &mut Workspace,
+        mut rng: Option<&mut ChaCha8Rng>,
+        pool: &Pool,
+        gather: Option<Gather<'_>>,
+    ) {
         let n = x.nrows();
+        let par = ws.par;
         for (i, layer) in self.layers.iter().enumerate() {
             let (ib, ob) = (ws.in_buf[i], ws.out_buf[i]);
             if ib == ob {
@@ -470,7 +490,13 @@ impl Model {
                     bias,
                     activation,
                 } => {
-                    dense_forward(input, kernel, bias.as_ref(), *activation, out);
+                    let bias = bias.as_ref().map(|b| b.view());
+                    if par == Some(i) && pool.threads() > 1 {
+                        let g = gather.filter(|_| ib == 0);
+                        dense_forward_par(pool, input, kernel.view(), bias, *activation, out, g);
+                    } else {
+                        dense_forward(input, kernel.view(), bias, *activation, out);
+                    }
                 }
                 Layer::Dropout { rate } => match rng.as_deref_mut() {
                     Some(rng) if *rate > 0.0 => {
@@ -510,16 +536,47 @@ impl Model {
 
     /// Backward pass after [`Model::forward`] in training mode; `ws.grads` at the output buffer holds
     /// the loss gradient (w.r.t. the pre-activation when `fused`). Leaves weight gradients in
-    /// `ws.dkernel` / `ws.dbias`.
-    pub(crate) fn backward(&self, x: ArrayView2<f32>, ws: &mut Workspace, fused: bool) {
+    /// `ws.dkernel` / `ws.dbias`; with `update`, also applies one optimizer step to each dense layer
+    /// as soon as its gradients (and its input gradient, which needs the old weights) are known.
+    /// [`Workspace::par`]'s layer is split by units across `pool`, each block fusing its weight
+    /// gradient with its update while both are in cache.
+    pub(crate) fn backward(
+        &mut self,
+        x: ArrayView2<f32>,
+        ws: &mut Workspace,
+        fused: bool,
+        pool: &Pool,
+        mut update: Option<(&mut OptimizerState, &Optimizer)>,
+    ) {
         let n = x.nrows();
         let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate().rev() {
+        let step = update.as_ref().map(|(st, opt)| st.step(opt));
+        for (i, layer) in self.layers.iter_mut().enumerate().rev() {
             let (ib, ob) = (ws.in_buf[i], ws.out_buf[i]);
             if ib == ob {
                 continue;
             }
             let need_in = ws.need_grad_in[i];
+            if ws.par == Some(i)
+                && !need_in
+                && let Layer::Dense {
+                    kernel,
+                    bias,
+                    activation,
+                } = layer
+            {
+                let slots = update.as_mut().map(|(st, _)| &mut st.slots[..]);
+                dense_backward_par(
+                    pool,
+                    x,
+                    ws,
+                    i,
+                    (kernel, bias.as_mut(), *activation),
+                    fused && i == last,
+                    step.as_ref().zip(slots),
+                );
+                continue;
+            }
             let (glo, ghi) = ws.grads.split_at_mut(ob);
             let gout = &mut ghi[0];
             let gin = &mut glo[ib];
@@ -550,6 +607,25 @@ impl Model {
                     if need_in {
                         general_mat_mul(1.0, &dz, &kernel.t(), 0.0, &mut gin.slice_mut(s![..n, ..]));
                     }
+                    if let (Some(step), Some((st, _))) = (&step, update.as_mut()) {
+                        let p = ws.param_idx[i];
+                        let (s0, s1) = split_slots(&mut st.slots[p]);
+                        step.apply(
+                            kernel.as_slice_mut().expect("standard layout"),
+                            ws.dkernel[i].as_slice().expect("owned"),
+                            s0,
+                            s1,
+                        );
+                        if let Some(b) = bias {
+                            let (s0, s1) = split_slots(&mut st.slots[p + 1]);
+                            step.apply(
+                                b.as_slice_mut().expect("standard layout"),
+                                ws.dbias[i].as_slice().expect("owned"),
+                                s0,
+                                s1,
+                            );
+                        }
+                    }
                 }
                 Layer::Dropout { .. } => {
                     if need_in {
@@ -565,7 +641,7 @@ impl Model {
                     if need_in {
                         ndarray::Zip::from(gin.slice_mut(s![..n, ..]))
                             .and(gout.slice(s![..n, ..]))
-                            .for_each(|a, &b| *a = b * scale);
+                            .for_each(|a, &b| *a = b * *scale);
                     }
                 }
                 Layer::Pca { fitted, .. } => {
@@ -601,11 +677,13 @@ impl Model {
         self.check_targets(x, y, loss, "targets")?;
         let mut ws = Workspace::new(self, x.nrows(), true);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        self.forward(x, &mut ws, Some(&mut rng));
+        let pool = Pool::serial();
+        self.forward(x, &mut ws, Some(&mut rng), &pool, None);
         let ob = *ws.out_buf.last().expect("at least one layer");
         let (outs, grads) = (&ws.outs, &mut ws.grads);
         let st = batch_loss(loss, outs[ob].view(), y, |r| r, Some(grads[ob].view_mut()));
-        self.backward(x, &mut ws, loss.fused());
+        // Backward takes `&mut self` for its fused updates; none is applied here.
+        self.clone().backward(x, &mut ws, loss.fused(), &pool, None);
         let mut out = Vec::new();
         for (i, (layer, name)) in self.layers.iter().zip(&self.names).enumerate() {
             if let Layer::Dense { kernel, bias, .. } = layer {
@@ -828,31 +906,7 @@ impl Model {
         Ok(())
     }
 
-    /// Trainable tensors as mutable slices, in [`Model::tensors`] order, paired with their gradient
-    /// buffers in `ws`; `f(param_index, weights, gradient)`.
-    pub(crate) fn for_each_param(&mut self, ws: &Workspace, mut f: impl FnMut(usize, &mut [f32], &[f32])) {
-        let mut p = 0;
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            if let Layer::Dense { kernel, bias, .. } = layer {
-                f(
-                    p,
-                    kernel.as_slice_mut().expect("standard layout"),
-                    ws.dkernel[i].as_slice().expect("owned"),
-                );
-                p += 1;
-                if let Some(b) = bias {
-                    f(
-                        p,
-                        b.as_slice_mut().expect("standard layout"),
-                        ws.dbias[i].as_slice().expect("owned"),
-                    );
-                    p += 1;
-                }
-            }
-        }
-    }
-
-    /// Lengths of the trainable tensors, in [`Model::for_each_param`] order.
+    /// Lengths of the trainable tensors, in optimizer-slot order (per dense layer: kernel, then bias).
     pub(crate) fn param_lens(&self) -> Vec<usize> {
         let mut lens = Vec::new();
         for layer in &self.layers {
@@ -866,7 +920,7 @@ impl Model {
         lens
     }
 
-    /// Names of the trainable tensors, in [`Model::for_each_param`] order.
+    /// Names of the trainable tensors, in optimizer-slot order (per dense layer: kernel, then bias).
     pub(crate) fn param_names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for (layer, name) in self.layers.iter().zip(&self.names) {
@@ -887,12 +941,12 @@ impl Model {
 /// `x`: `(n, inputs)`, `kernel`: `(inputs, units)`, `out`: `(n, units)`
 fn dense_forward(
     x: ArrayView2<f32>,
-    kernel: &Array2<f32>,
-    bias: Option<&Array1<f32>>,
+    kernel: ArrayView2<f32>,
+    bias: Option<ArrayView1<f32>>,
     activation: Activation,
     mut out: ArrayViewMut2<f32>,
 ) {
-    general_mat_mul(1.0, &x, kernel, 0.0, &mut out);
+    general_mat_mul(1.0, &x, &kernel, 0.0, &mut out);
     for mut row in out.rows_mut() {
         let row = row.as_slice_mut().expect("contiguous rows");
         if let Some(b) = bias {
@@ -910,6 +964,147 @@ fn dense_forward(
                 .into_iter()
                 .for_each(|mut r| kernels::relu(r.as_slice_mut().expect("rows"))),
         }
+    }
+}
+
+/// Training rows to copy into the input buffer inside the parallel forward pass: `rows[r]` of `src`
+/// goes to row `r` at `dst` (row stride = `src` width).
+#[derive(Clone, Copy)]
+pub(crate) struct Gather<'a> {
+    pub src: ArrayView2<'a, f32>,
+    pub rows: &'a [usize],
+    pub dst: SendPtr,
+}
+
+impl Gather<'_> {
+    /// Copies rows `lo..hi` of the batch.
+    fn copy(&self, lo: usize, hi: usize) {
+        let d = self.src.ncols();
+        for (r, &i) in self.rows[lo..hi].iter().enumerate() {
+            // SAFETY: the destination buffer holds at least `rows.len()` rows of width `d`, and
+            // callers copy disjoint row ranges.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.dst.at((lo + r) * d), d) };
+            let src = self.src.row(i);
+            match src.as_slice() {
+                Some(s) => dst.copy_from_slice(s),
+                None => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s),
+            }
+        }
+    }
+
+    /// The whole batch, on the calling thread.
+    pub(crate) fn copy_all(&self) {
+        self.copy(0, self.rows.len());
+    }
+}
+
+/// [`dense_forward`] with the batch rows split into one block per pool thread, each an independent
+/// GEMM against the whole kernel (packing half the inputs beats packing the whole input twice); with
+/// `gather`, each block first copies its own training rows into the input buffer `x` points to.
+fn dense_forward_par(
+    pool: &Pool,
+    x: ArrayView2<f32>,
+    kernel: ArrayView2<f32>,
+    bias: Option<ArrayView1<f32>>,
+    activation: Activation,
+    mut out: ArrayViewMut2<f32>,
+    gather: Option<Gather<'_>>,
+) {
+    let (n, units) = out.dim();
+    let rs = out.strides()[0] as usize;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let parts = pool.threads().min(n);
+    pool.run(&|k| {
+        if k >= parts {
+            return;
+        }
+        let (lo, hi) = block(n, parts, k);
+        if let Some(g) = &gather {
+            g.copy(lo, hi);
+        }
+        // SAFETY: blocks are disjoint row ranges of `out`, which outlives `run`.
+        let o =
+            unsafe { ArrayViewMut2::from_shape_ptr((hi - lo, units).strides((rs, 1)), out_ptr.at(lo * rs)) };
+        dense_forward(x.slice(s![lo..hi, ..]), kernel, bias, activation, o);
+    });
+}
+
+/// The backward pass of dense layer `i` (whose input gradient is not needed): the activation
+/// derivative, bias gradient and bias update on the calling thread, then the kernel split into one
+/// block of input rows per pool thread, each computing its rows of the kernel gradient and applying
+/// `update` to them (contiguous in the kernel and its optimizer slots) while they are in cache.
+fn dense_backward_par(
+    pool: &Pool,
+    x: ArrayView2<f32>,
+    ws: &mut Workspace,
+    i: usize,
+    (kernel, bias, activation): (&mut Array2<f32>, Option<&mut Array1<f32>>, Activation),
+    skip_activation: bool,
+    mut update: Option<(&super::optim::Step, &mut [Vec<Vec<f32>>])>,
+) {
+    let n = x.nrows();
+    let (ib, ob) = (ws.in_buf[i], ws.out_buf[i]);
+    let (inputs, units) = kernel.dim();
+    let p = ws.param_idx[i];
+    if !skip_activation {
+        let dz = ws.grads[ob].slice_mut(s![..n, ..]);
+        activation_backward(activation, dz, ws.outs[ob].slice(s![..n, ..]));
+    }
+    let dz = ws.grads[ob].slice(s![..n, ..]);
+    if let Some(b) = bias {
+        let db = ws.dbias[i].as_slice_mut().expect("owned buffer");
+        db.fill(0.0);
+        for row in dz.rows() {
+            kernels::add(db, row.as_slice().expect("owned buffer"));
+        }
+        if let Some((step, slots)) = update.as_mut() {
+            let (s0, s1) = split_slots(&mut slots[p + 1]);
+            step.apply(b.as_slice_mut().expect("standard layout"), db, s0, s1);
+        }
+    }
+    let dk_ptr = SendPtr(ws.dkernel[i].as_mut_ptr());
+    let w_ptr = SendPtr(kernel.as_mut_ptr());
+    let (step, ks) = match update {
+        Some((step, slots)) => {
+            let mut ptr = |s: usize| slots[p].get_mut(s).map(|v| SendPtr(v.as_mut_ptr()));
+            (Some(*step), [ptr(0), ptr(1)])
+        }
+        None => (None, [None, None]),
+    };
+    let input = if ib == 0 {
+        x
+    } else {
+        ws.outs[ib].slice(s![..n, ..])
+    };
+    let parts = pool.threads().min(inputs);
+    pool.run(&|k| {
+        if k >= parts {
+            return;
+        }
+        let (lo, hi) = block(inputs, parts, k);
+        let (off, len) = (lo * units, (hi - lo) * units);
+        // SAFETY (every view and slice below): each block owns kernel rows lo..hi of the gradient
+        // buffer, the kernel and its optimizer slots; all outlive `run`, and the caller holds them
+        // mutably for its duration.
+        let mut dk = unsafe { ArrayViewMut2::from_shape_ptr((hi - lo, units), dk_ptr.at(off)) };
+        general_mat_mul(1.0, &input.slice(s![.., lo..hi]).t(), &dz, 0.0, &mut dk);
+        if let Some(step) = &step {
+            let (w, g) = unsafe { (seg(Some(w_ptr), off, len), seg(Some(dk_ptr), off, len)) };
+            let (s0, s1) = unsafe { (seg(ks[0], off, len), seg(ks[1], off, len)) };
+            step.apply(w, g, s0, s1);
+        }
+    });
+}
+
+/// `len` floats at `off` from `p`, or an empty slice for a slot the optimizer does not have.
+///
+/// # Safety
+/// `p..p + off + len` must lie in one live buffer that nothing else touches while the slice lives.
+unsafe fn seg<'a>(p: Option<SendPtr>, off: usize, len: usize) -> &'a mut [f32] {
+    match p {
+        // SAFETY: guaranteed by the caller.
+        Some(p) => unsafe { std::slice::from_raw_parts_mut(p.at(off), len) },
+        None => &mut [],
     }
 }
 
@@ -975,6 +1170,11 @@ pub(crate) struct Workspace {
     pub dbias: Vec<Array1<f32>>,
     /// Whether a trainable layer lies before layer i, so its input gradient is needed.
     pub need_grad_in: Vec<bool>,
+    /// The layer whose work is split across worker threads: the first dense layer, which carries most
+    /// of an MLP's work on images, when its activation is element-wise (not softmax).
+    pub par: Option<usize>,
+    /// Optimizer-slot index of each dense layer's kernel (its bias follows); 0 for other layers.
+    pub param_idx: Vec<usize>,
 }
 
 impl Workspace {
@@ -990,7 +1190,17 @@ impl Workspace {
         let mut dkernel = Vec::new();
         let mut dbias = Vec::new();
         let mut cur = 0;
-        for layer in &model.layers {
+        let mut par = None;
+        let mut param_idx = Vec::new();
+        let mut n_params = 0;
+        for (i, layer) in model.layers.iter().enumerate() {
+            param_idx.push(n_params);
+            if let Layer::Dense { bias, activation, .. } = layer {
+                n_params += 1 + usize::from(bias.is_some());
+                if !seen_dense && *activation != Activation::Softmax {
+                    par = Some(i);
+                }
+            }
             let w_in = widths[cur];
             in_buf.push(cur);
             need_grad_in.push(seen_dense);
@@ -1052,7 +1262,15 @@ impl Workspace {
             dkernel,
             dbias,
             need_grad_in,
+            par,
+            param_idx,
         }
+    }
+
+    /// Whether the parallel layer reads the raw input, so the forward pass can gather the training
+    /// rows itself, in parallel.
+    pub fn gathers_in_par(&self, pool: &Pool) -> bool {
+        pool.threads() > 1 && self.par.is_some_and(|p| self.in_buf[p] == 0)
     }
 
     /// The network output for the last forward pass of `x`.

@@ -205,51 +205,10 @@ impl OptimizerState {
         }
     }
 
-    /// Applies one update to parameter `p` with gradient `g`; call [`OptimizerState::finish_step`]
-    /// after every parameter has been updated.
-    pub fn update(&mut self, opt: &Optimizer, p: usize, w: &mut [f32], g: &[f32]) {
-        let slots = &mut self.slots[p];
-        match *opt {
-            Optimizer::Sgd {
-                learning_rate,
-                momentum,
-                nesterov,
-            } => {
-                if momentum == 0.0 {
-                    kernels::sgd(w, g, learning_rate);
-                } else {
-                    kernels::sgd_momentum(w, g, &mut slots[0], learning_rate, momentum, nesterov);
-                }
-            }
-            Optimizer::Adagrad {
-                learning_rate,
-                epsilon,
-                ..
-            } => {
-                kernels::adagrad(w, g, &mut slots[0], learning_rate, epsilon);
-            }
-            Optimizer::Rmsprop {
-                learning_rate,
-                rho,
-                momentum,
-                epsilon,
-            } => {
-                if momentum == 0.0 {
-                    kernels::rmsprop(w, g, &mut slots[0], learning_rate, rho, epsilon);
-                } else {
-                    let (vel, mom) = slots.split_at_mut(1);
-                    kernels::rmsprop_momentum(
-                        w,
-                        g,
-                        &mut vel[0],
-                        &mut mom[0],
-                        learning_rate,
-                        rho,
-                        momentum,
-                        epsilon,
-                    );
-                }
-            }
+    /// The coefficients of the current update step, shared by every parameter and block; call
+    /// [`OptimizerState::finish_step`] once every parameter has been updated.
+    pub fn step(&self, opt: &Optimizer) -> Step {
+        let kind = match *opt {
             Optimizer::Adam {
                 learning_rate,
                 beta_1,
@@ -259,13 +218,90 @@ impl OptimizerState {
                 let t = (self.iterations + 1) as f64;
                 let alpha = learning_rate as f64 * (1.0 - (beta_2 as f64).powf(t)).sqrt()
                     / (1.0 - (beta_1 as f64).powf(t));
-                let (m, v) = slots.split_at_mut(1);
-                kernels::adam(w, g, &mut m[0], &mut v[0], alpha as f32, beta_1, beta_2, epsilon);
+                StepKind::Adam {
+                    alpha: alpha as f32,
+                    beta_1,
+                    beta_2,
+                    epsilon,
+                }
             }
-        }
+            other => StepKind::Plain(other),
+        };
+        Step { kind }
     }
 
     pub fn finish_step(&mut self) {
         self.iterations += 1;
+    }
+}
+
+/// The first two slots of a parameter (empty slices where the optimizer has fewer).
+pub(crate) fn split_slots(slots: &mut [Vec<f32>]) -> (&mut [f32], &mut [f32]) {
+    match slots {
+        [] => (&mut [], &mut []),
+        [a] => (a.as_mut_slice(), &mut []),
+        [a, b, ..] => (a.as_mut_slice(), b.as_mut_slice()),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StepKind {
+    Plain(Optimizer),
+    Adam {
+        alpha: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+    },
+}
+
+/// One update step with its per-step coefficients (Adam's bias correction) computed once, to be
+/// applied to whole parameters or to any block of one: the formulas are element-wise.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    kind: StepKind,
+}
+
+impl Step {
+    /// Updates `w` from `g` and the matching ranges of the parameter's slots `s0`, `s1` (in
+    /// [`Optimizer::slot_names`] order; unused ones may be empty).
+    pub fn apply(&self, w: &mut [f32], g: &[f32], s0: &mut [f32], s1: &mut [f32]) {
+        match self.kind {
+            StepKind::Adam {
+                alpha,
+                beta_1,
+                beta_2,
+                epsilon,
+            } => kernels::adam(w, g, s0, s1, alpha, beta_1, beta_2, epsilon),
+            StepKind::Plain(Optimizer::Sgd {
+                learning_rate,
+                momentum,
+                nesterov,
+            }) => {
+                if momentum == 0.0 {
+                    kernels::sgd(w, g, learning_rate);
+                } else {
+                    kernels::sgd_momentum(w, g, s0, learning_rate, momentum, nesterov);
+                }
+            }
+            StepKind::Plain(Optimizer::Adagrad {
+                learning_rate,
+                epsilon,
+                ..
+            }) => kernels::adagrad(w, g, s0, learning_rate, epsilon),
+            StepKind::Plain(Optimizer::Rmsprop {
+                learning_rate,
+                rho,
+                momentum,
+                epsilon,
+            }) => {
+                if momentum == 0.0 {
+                    kernels::rmsprop(w, g, s0, learning_rate, rho, epsilon);
+                } else {
+                    kernels::rmsprop_momentum(w, g, s0, s1, learning_rate, rho, momentum, epsilon);
+                }
+            }
+            StepKind::Plain(Optimizer::Adam { .. }) => unreachable!("adam steps are StepKind::Adam"),
+        }
     }
 }
