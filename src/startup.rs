@@ -32,9 +32,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let port = listener.local_addr()?.port();
-        let jobs = Jobs::start(store.clone(), config.workers)
-            .await
-            .context("starting the job workers")?;
+        let policy = config.clone();
+        let jobs = Jobs::start(store.clone(), config.workers, move |batch| {
+            policy.job_threads(batch)
+        })
+        .await
+        .context("starting the job workers")?;
         let state = AppState::new(config, store, jobs)?;
         let router = http::router(state.clone());
         Ok(Application {

@@ -453,14 +453,13 @@ impl CreateJobRequest {
             None => ("loss".to_string(), Mode::Auto),
         };
         let train = nn::TrainConfig {
-            loss,
-            optimizer,
             epochs: fit.epochs as usize,
             batch_size: fit.batch_size as usize,
             shuffle: fit.shuffle,
             seed: self.seed(),
             early_stopping,
             checkpoint,
+            ..nn::TrainConfig::new(loss, optimizer)
         };
         Ok(JobPlan {
             train,

@@ -597,7 +597,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::for_tests(dir.path().join("fitd.db"));
         let store = Store::open(&config.db).await.unwrap();
-        let jobs = Jobs::start(store.clone(), 1).await.unwrap();
+        let jobs = Jobs::start(store.clone(), 1, |_| 1).await.unwrap();
         let state = AppState::new(config, store, jobs).unwrap();
         let id = "job-1";
         // A running job (so no worker claims it), written directly.

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     /// Event streams end; cancelled after the workers stopped, so their last events still go out.
     streams: CancellationToken,
     rt: Handle,
+    /// Engine threads for a job, by batch size.
+    threads: Box<dyn Fn(usize) -> usize + Send + Sync>,
 }
 
 impl Shared {
@@ -80,7 +82,12 @@ pub struct Jobs {
 
 impl Jobs {
     /// Puts jobs left `running` by a crash back in the queue and starts `workers` threads.
-    pub async fn start(store: Store, workers: usize) -> Result<Jobs, store::Error> {
+    /// `threads` picks the engine threads of a job from its batch size.
+    pub async fn start(
+        store: Store,
+        workers: usize,
+        threads: impl Fn(usize) -> usize + Send + Sync + 'static,
+    ) -> Result<Jobs, store::Error> {
         let resumed = store::jobs::requeue_running(&store).await?;
         if !resumed.is_empty() {
             tracing::info!(jobs = ?resumed, "resuming jobs interrupted by a restart");
@@ -94,6 +101,7 @@ impl Jobs {
             shutdown: CancellationToken::new(),
             streams: CancellationToken::new(),
             rt: Handle::current(),
+            threads: Box::new(threads),
         });
         let handles = (0..workers.max(1))
             .map(|i| {

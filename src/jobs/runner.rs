@@ -171,7 +171,7 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
     let st = &shared.store;
     let req: CreateJobRequest = serde_json::from_str(&job.request)
         .map_err(|e| RunError::Invalid(format!("stored request is unreadable: {e}")))?;
-    let plan = req.plan().map_err(|errs| {
+    let mut plan = req.plan().map_err(|errs| {
         RunError::Invalid(
             errs.iter()
                 .map(|e| format!("{}: {}", e.field, e.message))
@@ -179,6 +179,7 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
                 .join("; "),
         )
     })?;
+    plan.train.threads = (shared.threads)(plan.train.batch_size);
     let model_row = rt.block_on(store::models::get(st, &job.model_id))?;
     let spec: ModelSpec = serde_json::from_str(&model_row.spec)
         .map_err(|e| RunError::Invalid(format!("stored model spec is unreadable: {e}")))?;
