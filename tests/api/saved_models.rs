@@ -861,21 +861,31 @@ async fn a_saved_model_can_be_made_from_any_stored_checkpoint() {
 
 /// Runs `tests/python/check_safetensors.py` on an exported model: it loads the file with
 /// `safetensors.numpy`, runs a numpy forward pass and compares with the server's prediction.
-/// Skips (saying so) when numpy or safetensors are missing, unless `FITD_REQUIRE_PYTHON=1`.
+/// Installs numpy and safetensors with pip first when they are missing, as `e2e/run.sh` does for
+/// Chromium, so `cargo test` checks the format on a fresh machine too.
 #[tokio::test]
 async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
-    let have = std::process::Command::new("python3")
-        .args(["-c", "import numpy, safetensors.numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("FITD_REQUIRE_PYTHON").as_deref() != Ok("1"),
-            "python3 with numpy and safetensors is required"
-        );
-        eprintln!("skipping: python3 with numpy and safetensors is not available");
-        return;
+    let have = || {
+        std::process::Command::new("python3")
+            .args(["-c", "import numpy, safetensors.numpy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have() {
+        let pip = |extra: &[&str]| {
+            std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(extra)
+                .args(["numpy", "safetensors"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let _ = pip(&[]) || pip(&["--break-system-packages"]);
     }
+    assert!(
+        have(),
+        "python3 with numpy and safetensors is required (pip install numpy safetensors)"
+    );
     let app = spawn_app().await;
     for (id, features) in [
         (book_saved_model(&app).await.0, 784),
