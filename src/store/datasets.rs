@@ -203,27 +203,14 @@ pub async fn get(store: &Store, id: &str) -> Result<DatasetRow, Error> {
 
 /// Datasets in creation order, `limit` of them after the dataset with id `after`.
 pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<DatasetRow>, Error> {
-    let after_seq = match after {
-        None => 0,
-        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM datasets WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?
-            .ok_or(Error::NotFound("cursor"))?,
-    };
+    let after_seq = super::cursor_seq(store, super::Listed::Datasets, after).await?;
     let rows = sqlx::query("SELECT * FROM datasets WHERE seq > ? ORDER BY seq LIMIT ?")
         .bind(after_seq)
         .bind(limit + 1)
         .fetch_all(&store.pool)
         .await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|d| d.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(super::Page::from_rows(items, limit, |r| &r.id))
 }
 
 /// Deletes the row (refused while other rows reference it) and then its files.

@@ -163,14 +163,7 @@ pub async fn list(
     limit: i64,
     after: Option<&str>,
 ) -> Result<Page<JobRow>, Error> {
-    let after_seq = match after {
-        None => 0,
-        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?
-            .ok_or(Error::NotFound("cursor"))?,
-    };
+    let after_seq = super::cursor_seq(store, super::Listed::Jobs, after).await?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM jobs WHERE seq > ? AND (? IS NULL OR status = ?) ORDER BY seq LIMIT ?"
     )))
@@ -180,14 +173,8 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&store.pool)
     .await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|j| j.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(super::Page::from_rows(items, limit, |r| &r.id))
 }
 
 /// Atomically takes the oldest queued job and marks it running; `None` when the queue is empty.

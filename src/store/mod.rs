@@ -118,6 +118,45 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// The tables that are listed with an `after` cursor (their `seq` orders them).
+#[derive(Debug, Clone, Copy)]
+pub enum Listed {
+    Datasets,
+    Models,
+    Jobs,
+    SavedModels,
+}
+
+/// The `seq` after which a page starts: 0 without a cursor, `NotFound("cursor")` for an unknown id.
+pub async fn cursor_seq(store: &Store, table: Listed, after: Option<&str>) -> Result<i64, Error> {
+    let Some(id) = after else { return Ok(0) };
+    let sql = match table {
+        Listed::Datasets => "SELECT seq FROM datasets WHERE id = ?",
+        Listed::Models => "SELECT seq FROM models WHERE id = ?",
+        Listed::Jobs => "SELECT seq FROM jobs WHERE id = ?",
+        Listed::SavedModels => "SELECT seq FROM saved_models WHERE id = ?",
+    };
+    sqlx::query_scalar::<_, i64>(sql)
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?
+        .ok_or(Error::NotFound("cursor"))
+}
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` rows fetched after the cursor: the extra row only says that
+    /// there is a next page, which starts after the last row kept.
+    pub fn from_rows(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Page<T> {
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|row| id(row).to_string())
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 /// Maps constraint violations to conflicts (a row still referenced, a duplicate key); everything
 /// else stays a database error.
 pub fn map_sqlx(e: sqlx::Error) -> Error {

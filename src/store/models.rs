@@ -54,14 +54,7 @@ pub async fn get(store: &Store, id: &str) -> Result<ModelRow, Error> {
 
 /// Models in creation order, `limit` of them after the model with id `after`.
 pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<ModelRow>, Error> {
-    let after_seq = match after {
-        None => 0,
-        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM models WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?
-            .ok_or(Error::NotFound("cursor"))?,
-    };
+    let after_seq = super::cursor_seq(store, super::Listed::Models, after).await?;
     let rows = sqlx::query(
         "SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE seq > ? ORDER BY seq LIMIT ?",
     )
@@ -69,14 +62,8 @@ pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page
         .bind(limit + 1)
         .fetch_all(&store.pool)
         .await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|m| m.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(super::Page::from_rows(items, limit, |r| &r.id))
 }
 
 pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {

@@ -214,14 +214,7 @@ pub async fn list(
     model_id: Option<&str>,
     job_id: Option<&str>,
 ) -> Result<super::Page<SavedModelInfo>, Error> {
-    let after_seq = match after {
-        None => 0,
-        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM saved_models WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?
-            .ok_or(Error::NotFound("cursor"))?,
-    };
+    let after_seq = super::cursor_seq(store, super::Listed::SavedModels, after).await?;
     let rows = sqlx::query(
         "SELECT id, model_id, job_id, epoch, source, metrics, spec, length(weights) AS size_bytes, created_at \
          FROM saved_models WHERE seq > ? AND (? IS NULL OR model_id = ?) AND (? IS NULL OR job_id = ?) \
@@ -235,14 +228,8 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&store.pool)
     .await?;
-    let mut items = rows.iter().map(info_from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|m| m.id.clone())
-    } else {
-        None
-    };
-    Ok(super::Page { items, next })
+    let items = rows.iter().map(info_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(super::Page::from_rows(items, limit, |r| &r.id))
 }
 
 /// Deletes a saved model unless a queued or running job continues training from it
