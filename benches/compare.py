@@ -74,7 +74,6 @@ def run(label, cmd, env=None):
 
 def build_fitd():
     env = dict(os.environ)
-    env.setdefault("CARGO_TARGET_DIR", "/work/target")
     out = subprocess.run(
         ["cargo", "bench", "--bench", "engine", "--no-run", "--message-format=json"],
         cwd=REPO, env=env, capture_output=True, text=True,

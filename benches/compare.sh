@@ -3,5 +3,4 @@
 # benches/compare.py for the flags). Exits 2 with a note when the reference venv is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
 exec python3 benches/compare.py "$@"

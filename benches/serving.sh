@@ -14,14 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 PORT="${PORT:-18931}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
 WORK="$(mktemp -d)"
 trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 SERVER_PID=
 
 echo "--- building the release binary"
 # A package-only profile tweak gives this build its own artifact names in a shared target dir.
-BIN=$(cargo build --release --config "profile.release.package.fitd.codegen-units=15" --message-format=json 2>/dev/null \
+BIN=$(cargo build --release --message-format=json 2>/dev/null \
   | python3 -c 'import sys, json
 for line in sys.stdin:
     m = json.loads(line)
