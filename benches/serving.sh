@@ -19,14 +19,13 @@ trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 SERVER_PID=
 
 echo "--- building the release binary"
-# A package-only profile tweak gives this build its own artifact names in a shared target dir.
 BIN=$(cargo build --release --message-format=json 2>/dev/null \
   | python3 -c 'import sys, json
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fitd" and m.get("executable"):
         print(m["executable"])' | tail -n1)
-# The shared target directory is rebuilt by others; run a private copy.
+# Run a private copy, so a rebuild during the measurement cannot swap the binary.
 cp "$BIN" "$WORK/fitd"
 
 echo "--- starting fitd on 127.0.0.1:$PORT"
