@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Side-by-side speed comparison: fitd's engine bench against the PyTorch and numpy references.
+"""Side-by-side speed comparison: fitd's engine bench against the PyTorch, numpy (and Keras) references.
 
 Runs, in alternating order for several rounds, on the same data (../shared/bench/make_idx.py):
   * fitd:  target/release/deps/engine-* --only book_adam@32,book_adam@256 --threads 1,2
   * torch: shared/bench/torch_mlp.py --only book_adam@32,book_adam@256
   * numpy: shared/bench/numpy_mlp.py (1 and 2 BLAS threads, batch 32 and 256)
+  * keras: shared/bench/keras_mlp.py --only book_adam@32,book_adam@256 (with --keras; needs
+    tensorflow in the venv)
 and prints median s/epoch per workload, the ratios fitd/torch and fitd/numpy (median of the
 per-round ratios, so slow drift of the machine cancels), and the single-row predict latency ratio.
 
 Without the reference venv it still runs fitd, says the references were skipped, and exits 2.
-Usage: benches/compare.py [--rounds N] [--epochs E] [--venv DIR] [--shared DIR] [--data DIR]
+Usage: benches/compare.py [--rounds N] [--epochs E] [--keras] [--venv DIR] [--shared DIR] [--data DIR]
 """
 
 import argparse
@@ -108,6 +110,11 @@ def parse_fitd(text):
     return rows, predict
 
 
+def parse_reference(text):
+    """Keras and PyTorch print the same table (shared/bench/common.py): {(name, bs): epoch_s}."""
+    return parse_torch(text)[0]
+
+
 def parse_torch(text):
     rows, predict = {}, None
     for line in text.splitlines():
@@ -144,6 +151,7 @@ def main():
     ap.add_argument("--shared", default=str(REPO.parent / "shared"))
     ap.add_argument("--data", default="/tmp/fitd-bench-data")
     ap.add_argument("--max-wait", type=float, default=300, help="seconds to wait for a quiet machine")
+    ap.add_argument("--keras", action="store_true", help="also run the Keras reference (tensorflow in the venv)")
     args = ap.parse_args()
 
     py = Path(args.venv) / "bin" / "python"
@@ -171,11 +179,16 @@ def main():
     fitd_cmd = [exe, "--epochs", str(args.epochs), "--only", only, "--threads", args.threads]
     torch_cmd = [py, bench / "torch_mlp.py", "--epochs", str(args.epochs), "--only", only]
     numpy_cmd = [py, bench / "numpy_mlp.py", "--epochs", str(min(args.epochs, 4))]
+    keras_cmd = [py, bench / "keras_mlp.py", "--epochs", str(args.epochs), "--only", only]
+    if args.keras and have_refs and subprocess.run([py, "-c", "import tensorflow"], capture_output=True).returncode:
+        raise SystemExit(f"--keras: tensorflow is not importable by {py} (pip install tensorflow-cpu)")
 
     rounds = []
     for r in range(args.rounds):
         res = {"others": []}
-        order = ["fitd", "torch", "numpy"] if r % 2 == 0 else ["numpy", "torch", "fitd"]
+        order = ["fitd", "torch", "numpy"] + (["keras"] if args.keras else [])
+        if r % 2:
+            order.reverse()
         for who in order:
             if who != "fitd" and not have_refs:
                 continue
@@ -186,6 +199,9 @@ def main():
             elif who == "torch":
                 out, o = run(f"round {r + 1} torch", torch_cmd)
                 res["torch"], res["torch_pred"] = parse_torch(out)
+            elif who == "keras":
+                out, o = run(f"round {r + 1} keras", keras_cmd)
+                res["keras"] = parse_reference(out)
             else:
                 out, o = run(f"round {r + 1} numpy", numpy_cmd)
                 res["numpy"] = parse_numpy(out)
@@ -194,18 +210,20 @@ def main():
 
     print(f"\n== side by side: book model, median s/epoch over {args.rounds} rounds "
           f"(ratios: median of per-round ratios; < 1 means fitd is faster) ==")
-    print(f"{'workload':<16}{'fitd th':>8}{'fitd s':>9}{'torch s':>9}{'numpy s':>9}"
-          f"{'fitd/torch':>12}{'fitd/numpy':>12}")
+    print(f"{'workload':<16}{'fitd th':>8}{'fitd s':>9}{'torch s':>9}{'numpy s':>9}{'keras s':>9}"
+          f"{'fitd/torch':>12}{'fitd/numpy':>12}{'fitd/keras':>12}")
     for name, bs in WORKLOADS:
         t_s = [r.get("torch", {}).get((name, bs)) for r in rounds]
         # numpy: the faster of its 1- and 2-thread BLAS runs in that round.
         n_s = [min((v for (b, _), v in r.get("numpy", {}).items() if b == bs), default=None) for r in rounds]
+        k_s = [r.get("keras", {}).get((name, bs)) for r in rounds]
         for th in threads:
             f_s = [r["fitd"].get((name, bs, th)) for r in rounds]
             rt = [f / t for f, t in zip(f_s, t_s) if f and t]
             rn = [f / n for f, n in zip(f_s, n_s) if f and n]
+            rk = [f / k for f, k in zip(f_s, k_s) if f and k]
             print(f"{name + '@' + str(bs):<16}{th:>8}{med(f_s):>9.3f}{med(t_s):>9.3f}{med(n_s):>9.3f}"
-                  f"{med(rt):>12.3f}{med(rn):>12.3f}")
+                  f"{med(k_s):>9.3f}{med(rt):>12.3f}{med(rn):>12.3f}{med(rk):>12.3f}")
     fp = [r.get("fitd_pred") for r in rounds]
     tp = [r.get("torch_pred") for r in rounds]
     rp = [f / t for f, t in zip(fp, tp) if f and t]

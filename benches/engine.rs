@@ -179,6 +179,8 @@ fn main() {
     };
     let epochs: usize = arg("--epochs").map_or(5, |e| e.parse().expect("--epochs N"));
     let only: Vec<String> = arg("--only").map_or(Vec::new(), |o| o.split(',').map(String::from).collect());
+    // Accuracy after 5 epochs depends strongly on the seed on this data: compare over several.
+    let seed: u64 = arg("--seed").map_or(0, |s| s.parse().expect("--seed N"));
     let thread_counts: Vec<usize> = arg("--threads").map_or(vec![1], |t| {
         t.split(',')
             .map(|n| n.parse().expect("--threads N[,N...]"))
@@ -234,7 +236,8 @@ fn main() {
         cfg.epochs = epochs;
         cfg.batch_size = bs;
         cfg.threads = threads;
-        let m = Model::new(&model(name), 0).expect("valid model");
+        cfg.seed = seed;
+        let m = Model::new(&model(name), seed).expect("valid model");
         let mut trainer = Trainer::new(m, cfg, train.clone(), Some(val.clone())).expect("valid data");
         let never = AtomicBool::new(false);
         let (mut walls, mut trains) = (Vec::new(), Vec::new());
