@@ -216,15 +216,30 @@ pub async fn served_model(state: &AppState, id: &str) -> Result<Arc<ServedModel>
 }
 
 /// Stores a new saved model made of `served`'s weights and caches it; returns `201` with its view.
-async fn store_new(
-    state: &AppState,
-    served: ServedModel,
-    spec_json: String,
+/// Where a new saved model's weights come from.
+struct Origin {
     job_id: Option<String>,
     epoch: Option<i64>,
     source: SavedModelSource,
+    /// JSON object of the metrics that go with the weights.
     metrics: String,
+}
+
+/// Stores a new saved model, with `new_architecture` (an imported model's) in the same transaction
+/// so a failure leaves neither row behind.
+async fn store_new(
+    state: &AppState,
+    new_architecture: Option<&ModelRow>,
+    served: ServedModel,
+    spec_json: String,
+    origin: Origin,
 ) -> Result<Response, ApiError> {
+    let Origin {
+        job_id,
+        epoch,
+        source,
+        metrics,
+    } = origin;
     let row = SavedModelRow {
         id: served.id.clone(),
         model_id: served.model_id.clone(),
@@ -236,7 +251,12 @@ async fn store_new(
         weights: store::saved_models::encode_weights(&served.model.tensors()),
         created_at: store::now_rfc3339(),
     };
-    store::saved_models::insert(&state.store, &row).await?;
+    let mut tx = state.store.pool.begin().await.map_err(store::Error::from)?;
+    if let Some(model) = new_architecture {
+        store::models::insert_with(&mut *tx, model).await?;
+    }
+    store::saved_models::insert_with(&mut *tx, &row).await?;
+    tx.commit().await.map_err(store::Error::from)?;
     state.models.insert(Arc::new(served));
     let info = store::saved_models::get_info(&state.store, &row.id).await?;
     created(&format!("/v1/saved-models/{}", row.id), view(&info)?)
@@ -407,12 +427,15 @@ pub async fn create_saved_model(
     let served = build_blocking(job.model_id, spec, tensors).await?;
     store_new(
         &state,
+        None,
         served,
         model_row.spec,
-        Some(req.job_id),
-        Some(req.epoch),
-        SavedModelSource::Checkpoint,
-        metrics,
+        Origin {
+            job_id: Some(req.job_id),
+            epoch: Some(req.epoch),
+            source: SavedModelSource::Checkpoint,
+            metrics,
+        },
     )
     .await
 }
@@ -786,15 +809,17 @@ pub async fn import_saved_model(State(state): State<AppState>, req: Request) -> 
         updated_at: now,
     };
     let served = build_blocking(model_row.id.clone(), meta.spec, tensors).await?;
-    store::models::insert(&state.store, &model_row).await?;
     store_new(
         &state,
+        Some(&model_row),
         served,
         spec_json,
-        None,
-        None,
-        SavedModelSource::Import,
-        meta.metrics.to_string(),
+        Origin {
+            job_id: None,
+            epoch: None,
+            source: SavedModelSource::Import,
+            metrics: meta.metrics.to_string(),
+        },
     )
     .await
 }
@@ -830,12 +855,15 @@ pub async fn upload_weights(
     store::models::lock(&state.store, &id).await?;
     store_new(
         &state,
+        None,
         served,
         model_row.spec,
-        None,
-        None,
-        SavedModelSource::WeightsUpload,
-        "{}".into(),
+        Origin {
+            job_id: None,
+            epoch: None,
+            source: SavedModelSource::WeightsUpload,
+            metrics: "{}".into(),
+        },
     )
     .await
 }

@@ -28,6 +28,14 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRow, sqlx::Error> {
 }
 
 pub async fn insert(store: &Store, row: &ModelRow) -> Result<(), Error> {
+    insert_with(&store.pool, row).await
+}
+
+/// [`insert`] on any executor, so it can share a transaction with the rows that depend on it.
+pub async fn insert_with<'e, E>(executor: E, row: &ModelRow) -> Result<(), Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
     sqlx::query(
         "INSERT INTO models (id, name, spec, locked, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
     )
@@ -37,7 +45,7 @@ pub async fn insert(store: &Store, row: &ModelRow) -> Result<(), Error> {
     .bind(row.locked as i64)
     .bind(&row.created_at)
     .bind(&row.updated_at)
-    .execute(&store.pool)
+    .execute(executor)
     .await
     .map_err(map_sqlx)?;
     Ok(())
