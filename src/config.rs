@@ -69,12 +69,19 @@ pub struct Config {
     #[arg(long, env = "FITD_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     pub request_timeout_secs: u64,
 
+    /// Largest predict or infer request body, in bytes (default 64 MiB), checked against
+    /// `Content-Length` before reading and while the body streams in; `413` past it. Separate from
+    /// the upload limit: a predict body is held in memory whole, a dataset upload is not.
+    #[arg(long, env = "FITD_MAX_PREDICT_BYTES", default_value_t = 64 << 20)]
+    pub max_predict_bytes: usize,
+
     /// Most instances one predict or infer request may carry; larger batches are refused with 422.
     #[arg(long, env = "FITD_MAX_PREDICT_ROWS", default_value_t = 10_000)]
     pub max_predict_rows: usize,
 
-    /// Predicts with at most this many input values run on the request's task; bigger ones go to the
-    /// blocking pool so they never stall other requests (0: always the blocking pool).
+    /// Predicts whose body has at most 4 bytes per value of this (the size of that many float32
+    /// values) are parsed and run on the request's task; bigger ones go to the blocking pool so they
+    /// never stall other requests (0: always the blocking pool).
     #[arg(long, env = "FITD_PREDICT_INLINE_VALUES", default_value_t = 65_536)]
     pub predict_inline_values: usize,
 
@@ -148,6 +155,7 @@ impl Config {
             max_params: 50_000_000,
             log_format: LogFormat::Text,
             request_timeout_secs: 300,
+            max_predict_bytes: 64 << 20,
             max_predict_rows: 10_000,
             predict_inline_values: 65_536,
             model_cache_bytes: 512 << 20,

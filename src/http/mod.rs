@@ -1,9 +1,11 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
+pub mod body;
 pub mod dashboard;
 pub mod datasets;
 pub mod error;
 pub mod health;
+pub mod inference;
 pub mod jobs;
 pub mod models;
 pub mod pagination;

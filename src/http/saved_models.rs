@@ -9,18 +9,21 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Reque
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::body::read_limited;
+use super::inference::{self, EncodeFn, Encoded, ParseFn, is_json, media_type};
 use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
 use crate::data::Labels;
 use crate::domain::model::ModelSpec;
 use crate::nn::{self, FieldError, NamedTensor, Targets};
 use crate::serving::predict::{self, Prediction};
 use crate::serving::{
-    EvaluationView, ExportMeta, FormatError, Nested, OutputKind, ServedModel, fastjson, formats, image,
+    EvaluationView, ExportMeta, FormatError, Nested, OutputKind, ServedModel, fastjson, formats, image, npy,
 };
 use crate::store::{
     self,
@@ -30,7 +33,7 @@ use crate::store::{
 
 pub fn router() -> OpenApiRouter<AppState> {
     // Batches, images and weight files exceed the JSON body limit; these handlers read their body
-    // themselves, bounded by the upload limit.
+    // themselves, bounded by the predict limit (predict) or the upload limit (weights, imports).
     let large_bodies = OpenApiRouter::new()
         .routes(routes!(predict))
         .routes(routes!(import_saved_model))
@@ -154,6 +157,14 @@ pub struct EvaluateRequest {
     /// A labelled dataset with the model's input shape.
     pub dataset_id: String,
 }
+
+/// The media type of `.npy` bodies.
+const NPY: &str = "application/x-npy";
+
+/// A NumPy `.npy` file.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct NpyFile(pub Vec<u8>);
 
 /// A `.safetensors` file.
 #[derive(Debug, ToSchema)]
@@ -511,66 +522,159 @@ pub async fn delete_saved_model(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Runs `model` on `x`: inline when `x` has at most `inline_values` values (handing a small batch to
-/// the blocking pool costs more than its arithmetic), otherwise on the blocking pool, split over the
-/// cores when the batch spans several engine chunks.
-pub async fn run_predict(
-    model: Arc<ServedModel>,
-    x: ndarray::Array2<f32>,
-    inline_values: usize,
-) -> Result<ndarray::Array2<f32>, ApiError> {
-    let inline = x.len() <= inline_values;
-    let run = move || {
-        let threads = if inline {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        };
-        predict::predict_split(&model.model, x.view(), threads).map_err(|e| match e {
-            nn::Error::NonFinite { row, col, .. } => ApiError::invalid(
-                format!("instances[{row}]"),
-                format!("feature {col} is not a finite number"),
-            ),
-            other => ApiError::invalid("instances", other.to_string()),
-        })
+/// The answer format a predict client accepts: JSON (the default) or `.npy`; `406` when neither.
+fn wants_npy(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(false);
     };
-    if inline {
-        run()
-    } else {
-        tokio::task::spawn_blocking(run)
-            .await
-            .map_err(anyhow::Error::from)?
+    // The quality of each acceptable type; the better one wins, JSON on a tie.
+    let (mut json, mut npy) = (None::<f32>, None::<f32>);
+    for range in accept.split(',') {
+        let mut fields = range.split(';');
+        let media = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = fields
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if q <= 0.0 {
+            continue;
+        }
+        let best = |cur: Option<f32>| Some(cur.map_or(q, |c| c.max(q)));
+        match media.as_str() {
+            "application/x-npy" => npy = best(npy),
+            "*/*" | "application/*" | "application/json" => json = best(json),
+            _ => {}
+        }
+    }
+    match (json, npy) {
+        (None, None) => Err(ApiError::Status {
+            status: StatusCode::NOT_ACCEPTABLE,
+            detail: "predictions are answered as application/json or application/x-npy".into(),
+        }),
+        (Some(j), Some(n)) => Ok(n > j),
+        (j, _) => Ok(j.is_none()),
     }
 }
 
-/// Predict with a saved model: JSON `instances`, or PNG images as multipart parts `image`.
+/// Parses `{"instances": [...]}` straight into the input matrix.
+fn parse_instances_json(
+    bytes: &[u8],
+    served: &ServedModel,
+    max_rows: usize,
+) -> Result<Array2<f32>, ApiError> {
+    let instances = match fastjson::instances_body(bytes) {
+        Some(n) => n,
+        None => parse_json::<PredictRequest>(bytes)?.instances,
+    };
+    let x = predict::instances_matrix("instances", instances, &served.spec.input_shape, max_rows)
+        .map_err(|e| ApiError::validation(vec![e]))?;
+    predict::check_finite("instances", x.view()).map_err(|e| ApiError::validation(vec![e]))?;
+    Ok(x)
+}
+
+/// Reads an `.npy` array of instances into the input matrix, its declared size checked against the
+/// body before anything is allocated.
+fn parse_instances_npy(bytes: &[u8], served: &ServedModel, max_rows: usize) -> Result<Array2<f32>, ApiError> {
+    let a = npy::parse(bytes).map_err(|e| ApiError::invalid("instances", e.0))?;
+    let x = predict::raw_matrix(
+        "instances",
+        a.dtype,
+        &a.shape,
+        a.data,
+        &served.spec.input_shape,
+        max_rows,
+    )
+    .map_err(|e| ApiError::validation(vec![e]))?;
+    predict::check_finite("instances", x.view()).map_err(|e| ApiError::validation(vec![e]))?;
+    Ok(x)
+}
+
+/// Decodes PNG parts into the input matrix.
+fn parse_images(images: &[Bytes], served: &ServedModel, max_rows: usize) -> Result<Array2<f32>, ApiError> {
+    if images.is_empty() {
+        return Err(ApiError::invalid(
+            "image",
+            "is required: at least one PNG part `image`",
+        ));
+    }
+    if images.len() > max_rows {
+        return Err(ApiError::invalid(
+            "image",
+            format!(
+                "{} images; at most {max_rows} are accepted per request",
+                images.len()
+            ),
+        ));
+    }
+    let features = served.input_dim();
+    let mut x = Array2::zeros((images.len(), features));
+    for (i, data) in images.iter().enumerate() {
+        let gray = image::decode_gray(data, &served.spec.input_shape)
+            .map_err(|e| ApiError::invalid(format!("image[{i}]"), e.to_string()))?;
+        x.row_mut(i)
+            .as_slice_mut()
+            .expect("rows of a new array")
+            .copy_from_slice(&gray);
+    }
+    Ok(x)
+}
+
+/// Predict with a saved model: JSON `instances`, a `.npy` array of instances, or PNG images as
+/// multipart parts `image`. Answers JSON predictions, or with `Accept: application/x-npy` the model's
+/// outputs (probabilities, or values for regressors) as a float32 `.npy` array `(n, outputs)`.
+///
+/// An `.npy` body holds the instances as one float32 or uint8 array (other little-endian integer
+/// and float types are converted too) of shape `(n, *input_shape)` or `(n, features)`.
 #[utoipa::path(post, path = "/saved-models/{id}/predict", operation_id = "predict", tag = "saved-models",
-    params(("id" = String, Path, description = "Saved model id")),
+    params(("id" = String, Path, description = "Saved model id"),
+        ("Accept" = Option<String>, Header, description = "`application/json` (default) or `application/x-npy`")),
     request_body(content(
         (PredictRequest = "application/json"),
+        (NpyFile = "application/x-npy"),
         (PredictUpload = "multipart/form-data"),
     )),
     responses(
-        (status = 200, description = "One prediction per instance. `Server-Timing` gives parse, predict and encode times.", body = PredictResponse),
+        (status = 200, description = "One prediction per instance, as JSON or (with `Accept: application/x-npy`) a float32 `.npy` array of the outputs. `Server-Timing` gives read, parse, predict and encode times.",
+         content((PredictResponse = "application/json"), (NpyFile = "application/x-npy"))),
         (status = 400, description = "Malformed JSON or multipart body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the upload limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong instance shape, non-finite value, empty or oversized batch, non-PNG or wrong-size image", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "An `Accept` header that allows neither JSON nor `.npy`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the predict limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON, `.npy` or multipart", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong instance shape, non-finite value, empty or oversized batch, unreadable `.npy`, non-PNG or wrong-size image", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn predict(
     State(state): State<AppState>,
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let t0 = Instant::now();
+    let started = Instant::now();
     let served = served_model(&state, &id).await?;
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&state, body).await?;
-    let t_read = Instant::now();
-    let ct = content_type(&parts.headers);
+    let npy_out = wants_npy(&parts.headers)?;
+    let media = media_type(&parts.headers).unwrap_or_default();
+    if !(is_json(&media) || media == NPY || media == "multipart/form-data") {
+        return Err(ApiError::UnsupportedMediaType(
+            "send JSON {\"instances\": [...]} (application/json), a .npy array (application/x-npy) \
+             or multipart/form-data with PNG parts `image`"
+                .into(),
+        ));
+    }
+    let bytes = read_limited(
+        &parts.headers,
+        body,
+        state.config.max_predict_bytes,
+        "--max-predict-bytes",
+    )
+    .await?;
+    let body_len = bytes.len();
     let max_rows = state.config.max_predict_rows;
-    let x = if ct.starts_with("multipart/form-data") {
-        let mut rows = Vec::new();
+    let parse: ParseFn<()> = if is_json(&media) {
+        Box::new(move |served| Ok((parse_instances_json(&bytes, served, max_rows)?, ())))
+    } else if media == NPY {
+        Box::new(move |served| Ok((parse_instances_npy(&bytes, served, max_rows)?, ())))
+    } else {
+        let mut images = Vec::new();
         for (name, data) in multipart_parts(parts, bytes).await? {
             if name != "image" {
                 return Err(ApiError::invalid(
@@ -578,78 +682,30 @@ pub async fn predict(
                     "unknown part; send PNG images as parts `image`",
                 ));
             }
-            let field = format!("image[{}]", rows.len());
-            rows.push(
-                image::decode_gray(&data, &served.spec.input_shape)
-                    .map_err(|e| ApiError::invalid(field, e.to_string()))?,
-            );
+            images.push(data);
         }
-        if rows.is_empty() {
-            return Err(ApiError::invalid(
-                "image",
-                "is required: at least one PNG part `image`",
-            ));
-        }
-        if rows.len() > max_rows {
-            return Err(ApiError::invalid(
-                "image",
-                format!(
-                    "{} images; at most {max_rows} are accepted per request",
-                    rows.len()
-                ),
-            ));
-        }
-        let n = rows.len();
-        ndarray::Array2::from_shape_vec((n, served.input_dim()), rows.concat()).expect("checked sizes")
-    } else {
-        if !ct.is_empty() && !ct.starts_with("application/json") {
-            return Err(ApiError::UnsupportedMediaType(
-                "send JSON {\"instances\": [...]} or multipart/form-data with PNG parts `image`".into(),
-            ));
-        }
-        let instances = match fastjson::instances_body(&bytes) {
-            Some(n) => n,
-            None => parse_json::<PredictRequest>(&bytes)?.instances,
-        };
-        let x = predict::instances_matrix("instances", instances, &served.spec.input_shape, max_rows)
-            .map_err(|e| ApiError::validation(vec![e]))?;
-        predict::check_finite("instances", x.view()).map_err(|e| ApiError::validation(vec![e]))?;
-        x
+        Box::new(move |served| Ok((parse_images(&images, served, max_rows)?, ())))
     };
-    let t1 = Instant::now();
-    let out = run_predict(served.clone(), x, state.config.predict_inline_values).await?;
-    let t2 = Instant::now();
-    let body = serde_json::to_vec(&PredictResponse {
-        predictions: predict::shape_predictions(served.kind, out.view()),
-    })
-    .map_err(anyhow::Error::from)?;
-    let t3 = Instant::now();
-    Ok(json_with_timing(
-        body,
-        [
-            ("read", t0, t_read),
-            ("parse", t_read, t1),
-            ("predict", t1, t2),
-            ("encode", t2, t3),
-        ],
-    ))
-}
-
-/// A JSON response with a `Server-Timing` header (milliseconds, as the header's spec says): `read`
-/// (model lookup and receiving the body), `parse`, `predict` and `encode`.
-pub fn json_with_timing<const N: usize>(body: Vec<u8>, spans: [(&str, Instant, Instant); N]) -> Response {
-    let timing = spans
-        .iter()
-        .map(|(name, a, b)| format!("{name};dur={:.3}", (*b - *a).as_secs_f64() * 1e3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut res = (StatusCode::OK, body).into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        h.insert("server-timing", v);
-    }
-    res
+    let encode: EncodeFn<()> = Box::new(move |served, out, ()| {
+        if npy_out {
+            let (n, k) = out.dim();
+            return Ok(Encoded {
+                body: npy::encode_f32(&[n, k], out.as_slice().expect("a new array")),
+                content_type: NPY,
+                headers: Vec::new(),
+            });
+        }
+        let body = serde_json::to_vec(&PredictResponse {
+            predictions: predict::shape_predictions(served.kind, out.view()),
+        })
+        .map_err(anyhow::Error::from)?;
+        Ok(Encoded {
+            body,
+            content_type: "application/json",
+            headers: Vec::new(),
+        })
+    });
+    inference::run(&state, served, body_len, started, parse, encode).await
 }
 
 /// Evaluate a saved model on a labelled dataset: loss, accuracy and a confusion matrix.

@@ -22,6 +22,8 @@ pub struct AppState {
     pub models: Arc<ModelCache>,
     /// The training job system: worker pool, event hub, cancellation.
     pub jobs: Jobs,
+    /// Predictions in flight, so a large batch uses every core only when nothing else needs one.
+    pub load: Arc<super::inference::Load>,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
             store,
             http_client,
             jobs,
+            load: Arc::default(),
         })
     }
 }

@@ -139,6 +139,15 @@ impl Jobs {
         map.get(job_id).cloned()
     }
 
+    /// How many jobs are training right now.
+    pub fn running_count(&self) -> usize {
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Asks a running job to stop before its next batch.
     pub fn stop_running(&self, job_id: &str) {
         if let Some(f) = self.running(job_id) {

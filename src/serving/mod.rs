@@ -4,7 +4,9 @@ pub mod cache;
 pub mod fastjson;
 pub mod formats;
 pub mod image;
+pub mod npy;
 pub mod predict;
+pub mod tensor;
 
 pub use cache::ModelCache;
 pub use formats::{ExportMeta, FormatError};

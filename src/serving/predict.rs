@@ -8,6 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::tensor::Dtype;
 use crate::domain::model::{ActivationSpec, LayerSpec, ModelSpec};
 use crate::nn::{self, FieldError, Loss, Targets};
 
@@ -183,15 +184,15 @@ pub fn check_sample_shape(sample_shape: &[usize], input_shape: &[u64]) -> Result
     }
 }
 
-/// Turns parsed `instances` into a `(n, features)` matrix, refusing empty and oversized batches and
-/// samples of the wrong shape. Errors name `field`.
-pub fn instances_matrix(
+/// Checks a batch whose shape is `shape` (batch dimension first) against the model and the row
+/// limit, before anything is allocated for it; returns `(rows, features)`. Errors name `field`.
+pub fn batch_dims(
     field: &str,
-    nested: Nested,
+    shape: &[usize],
     input_shape: &[u64],
     max_rows: usize,
-) -> Result<Array2<f32>, FieldError> {
-    let Some((&n, sample)) = nested.shape.split_first() else {
+) -> Result<(usize, usize), FieldError> {
+    let Some((&n, sample)) = shape.split_first() else {
         return Err(FieldError::new(field, "must be an array of instances"));
     };
     if n == 0 {
@@ -204,8 +205,46 @@ pub fn instances_matrix(
         ));
     }
     check_sample_shape(sample, input_shape).map_err(|m| FieldError::new(field, m))?;
-    let features = input_shape.iter().product::<u64>() as usize;
+    Ok((n, input_shape.iter().product::<u64>() as usize))
+}
+
+/// Turns parsed `instances` into a `(n, features)` matrix, refusing empty and oversized batches and
+/// samples of the wrong shape. Errors name `field`.
+pub fn instances_matrix(
+    field: &str,
+    nested: Nested,
+    input_shape: &[u64],
+    max_rows: usize,
+) -> Result<Array2<f32>, FieldError> {
+    let (n, features) = batch_dims(field, &nested.shape, input_shape, max_rows)?;
     Ok(Array2::from_shape_vec((n, features), nested.data).expect("shape checked"))
+}
+
+/// A `(n, features)` matrix from little-endian elements of `dtype` in row-major order, with the
+/// checks of [`batch_dims`]; `bytes` must hold exactly the elements `shape` declares.
+pub fn raw_matrix(
+    field: &str,
+    dtype: Dtype,
+    shape: &[usize],
+    bytes: &[u8],
+    input_shape: &[u64],
+    max_rows: usize,
+) -> Result<Array2<f32>, FieldError> {
+    let (n, features) = batch_dims(field, shape, input_shape, max_rows)?;
+    if bytes.len() != n * features * dtype.size() {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "holds {} bytes but {n} instances of {features} {} values need {}",
+                bytes.len(),
+                dtype.kserve_name(),
+                n * features * dtype.size()
+            ),
+        ));
+    }
+    let mut x = Array2::zeros((n, features));
+    dtype.decode_into(bytes, x.as_slice_mut().expect("new array"));
+    Ok(x)
 }
 
 /// Finds the first NaN or infinite value, as a field error naming the instance and feature.

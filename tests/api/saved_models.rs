@@ -3,11 +3,13 @@
 
 use fitd::domain::model::ModelSpec;
 use fitd::nn::{Model, NamedTensor};
-use fitd::serving::formats;
+use fitd::serving::{formats, npy};
 use ndarray::Array2;
 use serde_json::{Value, json};
 
-use super::support::{TestApp, assert_problem, book_model, error_fields, spawn_app, spawn_app_with};
+use super::support::{
+    TestApp, assert_problem, book_model, error_fields, python_with, run_python, spawn_app, spawn_app_with,
+};
 
 /// Creates the architecture `spec_json` and returns its id and the engine model of seed `seed`.
 pub async fn create_model(app: &TestApp, spec_json: &Value, seed: u64) -> (String, Model) {
@@ -865,27 +867,7 @@ async fn a_saved_model_can_be_made_from_any_stored_checkpoint() {
 /// Chromium, so `cargo test` checks the format on a fresh machine too.
 #[tokio::test]
 async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
-    let have = || {
-        std::process::Command::new("python3")
-            .args(["-c", "import numpy, safetensors.numpy"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !have() {
-        let pip = |extra: &[&str]| {
-            std::process::Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                .args(extra)
-                .args(["numpy", "safetensors"])
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let _ = pip(&[]) || pip(&["--break-system-packages"]);
-    }
-    assert!(
-        have(),
-        "python3 with numpy and safetensors is required (pip install numpy safetensors)"
-    );
+    python_with(&["numpy", "safetensors.numpy"], &["numpy", "safetensors"]);
     let app = spawn_app().await;
     for (id, features) in [
         (book_saved_model(&app).await.0, 784),
@@ -908,21 +890,7 @@ async fn python_reproduces_a_prediction_from_the_exported_safetensors() {
             json!({"instances": rows_json(&x, None), "predictions": got["predictions"]}).to_string(),
         )
         .unwrap();
-        let out = std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/python/check_safetensors.py"
-            ))
-            .arg(&file)
-            .arg(&case)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "python check failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_python("check_safetensors.py", &[file.as_os_str(), case.as_os_str()]);
     }
 }
 
@@ -1085,25 +1053,13 @@ async fn a_trained_job_serves_its_saved_model_and_its_last_checkpoint_gives_the_
 }
 
 #[tokio::test]
-async fn bodies_over_the_upload_limit_are_413_problems() {
+async fn uploads_have_their_own_limit_apart_from_predictions() {
     let app = spawn_app_with(|c| c.max_upload_bytes = 64 * 1024).await;
     let (id, model) = book_saved_model_small(&app).await;
+    // A predict body over the upload limit is fine: predictions have their own limit.
     let big = json!({"instances": rows_json(&pixels(40, 784, 1), None)});
     assert!(big.to_string().len() > 64 * 1024);
-    let problem = assert_problem(
-        app.post_json(&format!("/v1/saved-models/{id}/predict"), &big)
-            .await,
-        413,
-    )
-    .await;
-    assert!(problem["detail"].as_str().unwrap().contains("65536"), "{problem}");
-    let infer = json!({"inputs": [{"name": "x", "shape": [40, 784], "datatype": "FP32",
-        "data": pixels(40, 784, 1).iter().copied().collect::<Vec<f32>>()}]});
-    assert_problem(
-        app.post_json(&format!("/v2/models/{id}/infer"), &infer).await,
-        413,
-    )
-    .await;
+    predict(&app, &id, big["instances"].clone()).await;
     let weights = formats::encode_weights(&model.tensors());
     assert!(weights.len() > 64 * 1024);
     let saved: Value = app
@@ -1118,7 +1074,74 @@ async fn bodies_over_the_upload_limit_are_413_problems() {
         weights,
     )
     .await;
+    let problem = assert_problem(res, 413).await;
+    assert!(problem["detail"].as_str().unwrap().contains("65536"), "{problem}");
+}
+
+#[tokio::test]
+async fn predict_bodies_over_the_predict_limit_are_413_even_when_streamed_or_only_declared() {
+    let app = spawn_app_with(|c| c.max_predict_bytes = 64 * 1024).await;
+    // The weights (318 KB) are an upload, under the upload limit.
+    let (id, _) = book_saved_model(&app).await;
+    let x = pixels(40, 784, 1);
+    let big = json!({"instances": rows_json(&x, None)});
+    assert!(big.to_string().len() > 64 * 1024);
+    let path = format!("/v1/saved-models/{id}/predict");
+    let problem = assert_problem(app.post_json(&path, &big).await, 413).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("65536") && detail.contains("--max-predict-bytes"),
+        "{problem}"
+    );
+    let infer = json!({"inputs": [{"name": "x", "shape": [40, 784], "datatype": "FP32",
+        "data": x.iter().copied().collect::<Vec<f32>>()}]});
+    assert_problem(
+        app.post_json(&format!("/v2/models/{id}/infer"), &infer).await,
+        413,
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url(&path))
+        .header("content-type", "application/x-npy")
+        .body(npy::encode_f32(&[40, 784], x.as_slice().unwrap()))
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 413).await;
+
+    // Without a Content-Length the body is counted as it streams in.
+    let chunks = (0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 4096]));
+    let res = app
+        .client
+        .post(app.url(&path))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 413).await;
+
+    // A declared 191 MB body is refused from its header, before any of it is sent.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    sock.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 200000000\r\n\r\n{{\"instances\": ["
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    sock.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    // Under the limit all is well.
+    predict(&app, &id, rows_json(&pixels(2, 784, 1), None)).await;
 }
 
 /// The book model uploaded in a test whose upload limit is too small for its weights: stored directly.
@@ -1140,4 +1163,206 @@ async fn book_saved_model_small(app: &TestApp) -> (String, Model) {
     };
     fitd::store::saved_models::insert(&store, &row).await.unwrap();
     (id, model)
+}
+
+/// An `.npy` file of `uint8` values, as `np.save` writes it.
+pub fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    npy_with_header(
+        &format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}"),
+        data,
+    )
+}
+
+/// An `.npy` file with any header dictionary and data.
+pub fn npy_with_header(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+async fn post_npy(app: &TestApp, id: &str, body: Vec<u8>, accept: Option<&str>) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url(&format!("/v1/saved-models/{id}/predict")))
+        .header("content-type", "application/x-npy")
+        .body(body);
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    req.send().await.unwrap()
+}
+
+/// The float32 values of an `.npy` answer, with its shape.
+pub fn read_npy_f32(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
+    let a = npy::parse(bytes).unwrap();
+    assert_eq!(a.dtype, fitd::serving::tensor::Dtype::F32);
+    let mut v = vec![0.0; a.shape.iter().product()];
+    a.dtype.decode_into(a.data, &mut v);
+    (a.shape, v)
+}
+
+#[tokio::test]
+async fn npy_instances_predict_like_json_and_npy_answers_carry_the_outputs() {
+    let app = spawn_app().await;
+    let (id, model) = book_saved_model(&app).await;
+    let x = pixels(5, 784, 3);
+    let json_answer = predict(&app, &id, rows_json(&x, None)).await;
+
+    let res = post_npy(
+        &app,
+        &id,
+        npy::encode_f32(&[5, 28, 28], x.as_slice().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.json::<Value>().await.unwrap(), json_answer);
+
+    // uint8 pixels, flat samples, answered as .npy: the engine's outputs to the bit.
+    let pixels_u8: Vec<u8> = x.iter().map(|&v| v as u8).collect();
+    let res = post_npy(
+        &app,
+        &id,
+        npy_u8(&[5, 784], &pixels_u8),
+        Some("application/x-npy"),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-npy");
+    assert!(res.headers().contains_key("server-timing"));
+    let (shape, values) = read_npy_f32(&res.bytes().await.unwrap());
+    assert_eq!(shape, vec![5, 10]);
+    let want: Vec<f32> = engine_rows(&model, &x).concat();
+    assert_eq!(bits(&[values]), bits(std::slice::from_ref(&want)));
+
+    // A JSON body can ask for an .npy answer too; the better-quality type wins.
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/saved-models/{id}/predict")))
+        .header("accept", "application/json;q=0.5, application/x-npy")
+        .json(&json!({"instances": rows_json(&x, None)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "application/x-npy");
+    assert_eq!(read_npy_f32(&res.bytes().await.unwrap()).1, want);
+    let res = post_npy(
+        &app,
+        &id,
+        npy_u8(&[5, 784], &pixels_u8),
+        Some("application/x-npy;q=0.1, */*"),
+    )
+    .await;
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let problem = assert_problem(
+        post_npy(&app, &id, npy_u8(&[5, 784], &pixels_u8), Some("text/html")).await,
+        406,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("application/x-npy"),
+        "{problem}"
+    );
+
+    // A regressor answers its values.
+    let (reg_id, reg) = create_model(
+        &app,
+        &json!({"name": "reg", "input_shape": [3], "layers": [{"type": "dense", "units": 2}]}),
+        2,
+    )
+    .await;
+    let reg_saved = upload(&app, &reg_id, &reg).await;
+    let xr = ndarray::array![[1.0f32, -2.0, 0.5], [3.0, 0.0, -1.0]];
+    let res = post_npy(
+        &app,
+        reg_saved["id"].as_str().unwrap(),
+        npy::encode_f32(&[2, 3], xr.as_slice().unwrap()),
+        Some("application/x-npy"),
+    )
+    .await;
+    let (shape, values) = read_npy_f32(&res.bytes().await.unwrap());
+    assert_eq!(shape, vec![2, 2]);
+    assert_eq!(values, engine_rows(&reg, &xr).concat());
+}
+
+#[tokio::test]
+async fn bad_npy_bodies_are_422_problems_checked_before_allocating() {
+    let app = spawn_app_with(|c| c.max_predict_rows = 3).await;
+    let (id, _) = book_saved_model(&app).await;
+    let header = |descr: &str, fortran: &str, shape: &str| {
+        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}")
+    };
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        // What crashed the dataset reader: a huge declared shape with nothing behind it.
+        (
+            npy_with_header(&header("<f4", "False", "(1000000, 1000000)"), &[0; 16]),
+            "instances",
+            "4000000000000 bytes) but 16 bytes",
+        ),
+        (
+            npy_with_header(&header(">f4", "False", "(1, 784)"), &[0; 3136]),
+            "instances",
+            "'<f4'",
+        ),
+        (
+            npy_with_header(&header("<c8", "False", "(1, 784)"), &[0; 6272]),
+            "instances",
+            "not accepted",
+        ),
+        (
+            npy_with_header(&header("<f4", "True", "(1, 784)"), &[0; 3136]),
+            "instances",
+            "Fortran",
+        ),
+        (npy_u8(&[1, 27, 28], &[0; 756]), "instances", "got [27, 28]"),
+        (
+            npy_u8(&[4, 784], &[0; 4 * 784]),
+            "instances",
+            "holds 4 instances; at most 3",
+        ),
+        (npy_u8(&[0, 784], &[]), "instances", "at least one"),
+        (npy_u8(&[3], &[0; 3]), "instances", "got []"),
+        (b"not an npy file".to_vec(), "instances", "not an .npy"),
+    ];
+    for (body, field, needle) in cases {
+        let problem = assert_problem(post_npy(&app, &id, body, None).await, 422).await;
+        assert_eq!(error_fields(&problem), [field], "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{needle}: {problem}"
+        );
+    }
+    let mut values = vec![0.0f32; 2 * 784];
+    values[784 + 9] = f32::NAN;
+    let problem = assert_problem(
+        post_npy(&app, &id, npy::encode_f32(&[2, 784], &values), None).await,
+        422,
+    )
+    .await;
+    assert_eq!(error_fields(&problem), ["instances[1]"]);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("feature 9"),
+        "{problem}"
+    );
+    // No content type, or one that is none of JSON, .npy and multipart: 415.
+    for ct in [None, Some("text/plain"), Some("application/jsonp")] {
+        let mut req = app
+            .client
+            .post(app.url(&format!("/v1/saved-models/{id}/predict")))
+            .body(json!({"instances": [vec![0.0; 784]]}).to_string());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        assert_problem(req.send().await.unwrap(), 415).await;
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
 }

@@ -156,3 +156,47 @@ pub fn book_model() -> Value {
         ]
     })
 }
+
+/// Makes sure `python3` can import `modules`, installing `packages` with pip when it cannot (as
+/// `e2e/run.sh` does for Chromium), so `cargo test` runs the Python checks on a fresh machine too.
+pub fn python_with(modules: &[&str], packages: &[&str]) {
+    let import = format!("import {}", modules.join(", "));
+    let have = || {
+        std::process::Command::new("python3")
+            .args(["-c", &import])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have() {
+        let pip = |extra: &[&str]| {
+            std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(extra)
+                .args(packages)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let _ = pip(&[]) || pip(&["--break-system-packages"]);
+    }
+    assert!(
+        have(),
+        "python3 with {modules:?} is required (pip install {})",
+        packages.join(" ")
+    );
+}
+
+/// Runs a script of `tests/python/` with `args`; fails the test with its output unless it succeeds.
+pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
