@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::content::{BodyType, body_type, unsupported};
 use super::error::parse_json;
 use super::pagination::ListQuery;
 use super::{ApiError, AppJson, AppState, Problem};
@@ -189,13 +190,8 @@ fn created(row: &DatasetRow) -> Result<Response, ApiError> {
         (status = 503, description = "The mirror is unreachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_dataset(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.starts_with("multipart/form-data") {
+    let kind = body_type(req.headers());
+    if kind == BodyType::Multipart {
         let multipart = Multipart::from_request(req, &state)
             .await
             .map_err(|r| ApiError::Status {
@@ -204,7 +200,7 @@ pub async fn create_dataset(State(state): State<AppState>, req: Request) -> Resu
             })?;
         let row = upload(&state, multipart).await?;
         created(&row)
-    } else if content_type.starts_with("application/json") {
+    } else if kind == BodyType::Json {
         let bytes = axum::body::to_bytes(req.into_body(), state.config.max_json_bytes)
             .await
             .map_err(|_| {
@@ -217,8 +213,9 @@ pub async fn create_dataset(State(state): State<AppState>, req: Request) -> Resu
         let row = from_source(&state, body).await?;
         created(&row)
     } else {
-        Err(ApiError::UnsupportedMediaType(
-            "send multipart/form-data (an upload) or application/json (a built-in source)".into(),
+        Err(unsupported(
+            req.headers(),
+            "multipart/form-data (an upload) or application/json (a built-in or downloaded source)",
         ))
     }
 }

@@ -134,6 +134,8 @@ impl ApiError {
         }
     }
 
+    /// The problem document; every string in it quotes at most a bounded part of the request, so an
+    /// error about a huge or deeply nested input stays small.
     pub fn to_problem(&self) -> Problem {
         let status = self.status_code();
         let detail = match self {
@@ -142,18 +144,38 @@ impl ApiError {
             other => other.to_string(),
         };
         let errors = match self {
-            ApiError::Unprocessable { errors, .. } => {
-                errors.iter().cloned().map(ProblemField::from).collect()
-            }
+            ApiError::Unprocessable { errors, .. } => errors
+                .iter()
+                .take(MAX_FIELD_ERRORS)
+                .map(|e| ProblemField {
+                    field: bounded(&e.field, MAX_FIELD_CHARS),
+                    message: bounded(&e.message, MAX_DETAIL_CHARS),
+                })
+                .collect(),
             _ => Vec::new(),
         };
         Problem {
             type_: format!("urn:fitd:problem:{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
-            detail,
+            detail: bounded(&detail, MAX_DETAIL_CHARS),
             errors,
         }
+    }
+}
+
+/// Longest `detail` (and field `message`) a problem carries, in characters.
+pub const MAX_DETAIL_CHARS: usize = 1000;
+/// Longest field path a problem names, in characters.
+pub const MAX_FIELD_CHARS: usize = 200;
+/// Most field errors one problem lists.
+pub const MAX_FIELD_ERRORS: usize = 100;
+
+/// `text` cut to `max` characters, saying how much was left out.
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} more bytes)", &text[..cut], text.len() - cut),
     }
 }
 
@@ -256,6 +278,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        super::content::require_json(req.headers())?;
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(AppJson(value))
     }

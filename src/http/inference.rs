@@ -192,14 +192,3 @@ pub fn respond(encoded: Encoded, t: Timings) -> Response {
     }
     res
 }
-
-/// The media type of a `Content-Type` value, lower-cased, without parameters.
-pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
-    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-}
-
-/// `application/json` or any `+json` type.
-pub fn is_json(media: &str) -> bool {
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
-}

@@ -1,6 +1,7 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
 pub mod body;
+pub mod content;
 pub mod dashboard;
 pub mod datasets;
 pub mod error;

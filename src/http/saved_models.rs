@@ -16,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::body::read_limited;
-use super::inference::{self, EncodeFn, Encoded, ParseFn, is_json, media_type};
+use super::content::{BodyType, body_type, is_json, media_type, unsupported};
+use super::inference::{self, EncodeFn, Encoded, ParseFn};
 use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
 use crate::data::Labels;
 use crate::domain::model::ModelSpec;
@@ -326,14 +327,6 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase()
-}
-
 /// The parts of a multipart body as `(name, bytes)`.
 async fn multipart_parts(parts: Parts, body: Bytes) -> Result<Vec<(String, Bytes)>, ApiError> {
     let req = Request::from_parts(parts, Body::from(body));
@@ -360,7 +353,7 @@ async fn multipart_parts(parts: Parts, body: Bytes) -> Result<Vec<(String, Bytes
 async fn file_body(state: &AppState, req: Request, part: &str) -> Result<Bytes, ApiError> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(state, body).await?;
-    if !content_type(&parts.headers).starts_with("multipart/form-data") {
+    if body_type(&parts.headers) != BodyType::Multipart {
         if bytes.is_empty() {
             return Err(ApiError::invalid(part, "the request body is empty"));
         }
@@ -654,10 +647,10 @@ pub async fn predict(
     let npy_out = wants_npy(&parts.headers)?;
     let media = media_type(&parts.headers).unwrap_or_default();
     if !(is_json(&media) || media == NPY || media == "multipart/form-data") {
-        return Err(ApiError::UnsupportedMediaType(
-            "send JSON {\"instances\": [...]} (application/json), a .npy array (application/x-npy) \
-             or multipart/form-data with PNG parts `image`"
-                .into(),
+        return Err(unsupported(
+            &parts.headers,
+            "application/json ({\"instances\": [...]}), application/x-npy (a .npy array) or \
+             multipart/form-data (PNG parts `image`)",
         ));
     }
     let bytes = read_limited(

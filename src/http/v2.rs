@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::body::read_limited;
-use super::inference::{self, EncodeFn, Encoded, ParseFn, is_json, media_type};
+use super::content::{is_json, media_type, unsupported};
+use super::inference::{self, EncodeFn, Encoded, ParseFn};
 use super::saved_models::served_model;
 use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
 use crate::nn::FieldError;
@@ -360,11 +361,12 @@ pub async fn infer(
         None => {}
         Some(m) if is_json(&m) => {}
         Some(m) if m == "application/octet-stream" && header_len.is_some() => {}
-        Some(m) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "content type {m:?} is not accepted: send JSON (application/json), or binary tensor \
-                 data with an Inference-Header-Content-Length header"
-            ))
+        Some(_) => {
+            return Err(unsupported(
+                &parts.headers,
+                "application/json, or application/octet-stream (binary tensor data) with an \
+                 Inference-Header-Content-Length header",
+            )
             .into());
         }
     }
