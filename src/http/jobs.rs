@@ -408,6 +408,20 @@ async fn follow(
         Some(false) => {}
         Some(true) | None => return,
     }
+    // A finished job writes its final status and `done` in one transaction, so once it reads as
+    // finished every event it will ever have is stored: send what the client lacks and end, also
+    // when it already has `done` (an EventSource reconnects with that id after the stream ends).
+    let finished = match store::jobs::get(&state.store, &id).await {
+        Ok(row) => JobStatus::parse(&row.status).is_none_or(JobStatus::is_terminal),
+        Err(e) => {
+            tracing::error!(job = id, error = %e, "reading the job failed");
+            true
+        }
+    };
+    if finished {
+        let _ = backfill(&state, &id, &mut last, &tx).await;
+        return;
+    }
     loop {
         // Biased: events already broadcast are sent before a shutdown ends the stream.
         let received = tokio::select! {

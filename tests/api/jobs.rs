@@ -433,6 +433,40 @@ async fn sse_replays_past_epochs_resumes_after_last_event_id_and_ends_after_done
 }
 
 /// A job long enough to be interrupted (about 0.1 s per epoch): digits, one sample per batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_to_a_finished_job_after_done_ends_the_stream_at_once() {
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 16).await;
+    let job = submit(&app, &job_body(&model, &ds, 2)).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_finished(&app, &id).await;
+    let all = read_events(&app, &id, None, 10_000).await;
+    let done = all.last().unwrap().clone();
+    assert_eq!(done.event, "done");
+
+    // What 100 browsers' EventSources send after the stream ended: the id of `done`.
+    let reconnects = (0..100).map(|_| read_events(&app, &id, Some(done.id), 10_000));
+    let streams = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::join_all(reconnects),
+    )
+    .await
+    .expect("every reconnected stream ends");
+    assert!(streams.iter().all(Vec::is_empty), "nothing is left to send");
+    // Missing only `done`: that, then the end.
+    let tail = read_events(&app, &id, Some(done.id - 1), 10_000).await;
+    assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), [done.id]);
+    assert_eq!(tail[0].event, "done");
+    // An id past the end (another server's, a typo): the job is finished, so the stream ends too.
+    assert!(
+        read_events(&app, &id, Some(done.id + 1000), 10_000)
+            .await
+            .is_empty()
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
 fn long_body(model: &str, ds: &str, epochs: u32) -> Value {
     let mut b = job_body(model, ds, epochs);
     b["fit"]["batch_size"] = json!(1);
