@@ -75,6 +75,23 @@ pub struct Config {
     #[arg(long, env = "FITD_MAX_PREDICT_BYTES", default_value_t = 64 << 20)]
     pub max_predict_bytes: usize,
 
+    /// Seconds a client has to send a complete request head, counted from connecting or from the first
+    /// byte after an idle pause; slower connections are closed.
+    #[arg(long, env = "FITD_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "FITD_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+
+    /// Most open client connections (event streams included). At the limit, the connection that has
+    /// waited longest for a request is closed to admit a new one; lowered to fit the open-file limit.
+    #[arg(long, env = "FITD_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
     /// Most instances one predict or infer request may carry; larger batches are refused with 422.
     #[arg(long, env = "FITD_MAX_PREDICT_ROWS", default_value_t = 10_000)]
     pub max_predict_rows: usize,
@@ -156,6 +173,9 @@ impl Config {
             log_format: LogFormat::Text,
             request_timeout_secs: 300,
             max_predict_bytes: 64 << 20,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
             max_predict_rows: 10_000,
             predict_inline_values: 65_536,
             model_cache_bytes: 512 << 20,

@@ -7,9 +7,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::http::server::ConnLimits;
 use crate::http::{self, AppState};
 use crate::jobs::Jobs;
 use crate::store::Store;
+use crate::store::lock::DbLock;
 
 /// How long shutdown waits for running jobs to reach a batch boundary and go back to the queue.
 const JOB_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -20,14 +22,22 @@ pub struct Application {
     port: u16,
     state: AppState,
     router: Router,
+    limits: ConnLimits,
+    /// Held until the server has stopped, so no second server uses the same SQLite file.
+    lock: DbLock,
 }
 
 impl Application {
-    /// Opens the database (applying migrations), builds the state and router, and binds `config.addr`.
+    /// Takes the database's lock, opens it (applying migrations), removes what an interrupted run
+    /// left in its data directory, builds the state and router, and binds `config.addr`.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let lock = DbLock::acquire(&config.db)?;
         let store = Store::open(&config.db)
             .await
             .with_context(|| format!("opening the database {}", config.db.display()))?;
+        crate::store::sweep::sweep_leftovers(&store)
+            .await
+            .context("removing leftovers of interrupted uploads")?;
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -38,6 +48,7 @@ impl Application {
         })
         .await
         .context("starting the job workers")?;
+        let limits = ConnLimits::from_config(&config);
         let state = AppState::new(config, store, jobs)?;
         let router = http::router(state.clone());
         Ok(Application {
@@ -45,6 +56,8 @@ impl Application {
             port,
             state,
             router,
+            limits,
+            lock,
         })
     }
 
@@ -64,7 +77,13 @@ impl Application {
 
     /// Serves until `shutdown` completes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(port = self.port, "fitd listening");
+        tracing::info!(
+            port = self.port,
+            max_connections = self.limits.max_connections,
+            header_read_timeout_s = self.limits.header_read_timeout.as_secs(),
+            idle_timeout_s = self.limits.idle_timeout.as_secs(),
+            "fitd listening"
+        );
         let jobs = self.state.jobs.clone();
         // Running jobs stop between batches and go back to the queue (their last epoch checkpoint is
         // the resume point) and event streams end, so in-flight SSE responses do not hold the exit.
@@ -75,11 +94,9 @@ impl Application {
                 tracing::error!(error = %e, "stopping the job workers failed");
             }
         };
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        http::server::serve(self.listener, self.router, self.limits, shutdown).await;
         self.state.store.pool.close().await;
+        self.lock.release();
         tracing::info!("fitd stopped");
         Ok(())
     }

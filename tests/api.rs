@@ -11,5 +11,6 @@ mod api {
     mod models;
     mod openapi;
     mod saved_models;
+    mod server;
     mod v2;
 }

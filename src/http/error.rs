@@ -221,7 +221,8 @@ impl From<store::Error> for ApiError {
             store::Error::Sqlx(_)
             | store::Error::Migrate(_)
             | store::Error::Io(_)
-            | store::Error::Corrupt(_) => ApiError::Internal(anyhow::Error::new(e)),
+            | store::Error::Corrupt(_)
+            | store::Error::Locked { .. } => ApiError::Internal(anyhow::Error::new(e)),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod models;
 pub mod pagination;
 pub mod saved_models;
+pub mod server;
 pub mod state;
 pub mod v2;
 

@@ -6,8 +6,10 @@
 
 pub mod datasets;
 pub mod jobs;
+pub mod lock;
 pub mod models;
 pub mod saved_models;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -33,6 +35,13 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("stored array is unreadable: {0}")]
     Corrupt(String),
+    /// Another server holds the database's lock.
+    #[error(
+        "another fitd process{} is serving the database {}; stop it, or give this one another --db",
+        owner.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        db.display()
+    )]
+    Locked { db: PathBuf, owner: Option<u32> },
 }
 
 /// The database pool plus the directory holding dataset arrays; cheap to clone.
