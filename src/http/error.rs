@@ -236,7 +236,13 @@ impl From<JsonRejection> for ApiError {
                 errors: field_from_serde_message(&detail).into_iter().collect(),
                 detail,
             },
-            JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest(detail),
+            JsonRejection::JsonSyntaxError(_) => match out_of_range_field(&detail) {
+                Some(field) => ApiError::Unprocessable {
+                    errors: vec![field],
+                    detail,
+                },
+                None => ApiError::BadRequest(detail),
+            },
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "expected a request body with Content-Type: application/json".into(),
             ),
@@ -252,19 +258,59 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// Pulls the field name out of serde's "unknown field `x`" / "missing field `x`" messages.
-fn field_from_serde_message(msg: &str) -> Option<FieldError> {
+/// Splits a rejection's text (`<summary>: [<path>: ]<serde message>`) into the path of the field
+/// serde stopped at (empty at the top level) and serde's own message.
+fn path_and_message(detail: &str) -> (&str, &str) {
+    let serde_part = detail.split_once(": ").map_or(detail, |(_, rest)| rest);
+    let is_path = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+    };
+    match serde_part.split_once(": ") {
+        Some((path, message)) if is_path(path) => (path, message),
+        _ => ("", serde_part),
+    }
+}
+
+/// `parent.name`, or `name` at the top level.
+fn join_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+/// The field a serde data error names: "unknown field `x`" / "missing field `x`" inside the
+/// object at the error's path, else the path itself with serde's message (a wrong type, a negative
+/// count, ...).
+fn field_from_serde_message(detail: &str) -> Option<FieldError> {
+    let (path, message) = path_and_message(detail);
     for (marker, rule) in [
         ("unknown field `", "is not a known field"),
         ("missing field `", "is required"),
     ] {
-        if let Some(start) = msg.find(marker) {
-            let rest = &msg[start + marker.len()..];
+        if let Some(start) = message.find(marker) {
+            let rest = &message[start + marker.len()..];
             let end = rest.find('`')?;
-            return Some(FieldError::new(&rest[..end], rule));
+            return Some(FieldError::new(join_path(path, &rest[..end]), rule));
         }
     }
-    None
+    let message = message.split(" at line ").next().unwrap_or(message);
+    (!path.is_empty()).then(|| FieldError::new(path, message))
+}
+
+/// A number too large for a 64-bit float (`1e400`) is valid JSON that serde refuses as a syntax
+/// error; it is a bad value of a known field, so it gets the 422 other bad values get.
+fn out_of_range_field(detail: &str) -> Option<FieldError> {
+    let (path, message) = path_and_message(detail);
+    (!path.is_empty() && message.starts_with("number out of range")).then(|| {
+        FieldError::new(
+            path,
+            "is out of range: numbers must fit a 64-bit float (about 1.8e308)",
+        )
+    })
 }
 
 /// `Json<T>` whose rejections are problems.
