@@ -12,5 +12,6 @@ mod api {
     mod openapi;
     mod saved_models;
     mod server;
+    mod training;
     mod v2;
 }

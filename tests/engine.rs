@@ -6,9 +6,9 @@ use std::ops::ControlFlow;
 use std::sync::atomic::AtomicBool;
 
 use fitd::nn::{
-    Activation, Data, EarlyStopping, EpochOutcome, Error, LayerConfig, LayerKind, Loss, Mode, Model,
-    ModelCheckpoint, ModelConfig, NamedTensor, Optimizer, Pca, PcaSize, StopReason, Targets, TrainConfig,
-    Trainer,
+    Activation, Callback, Data, EarlyStopping, EpochOutcome, Error, LayerConfig, LayerKind, LearningRate,
+    LearningRateScheduler, Loss, Mode, Model, ModelCheckpoint, ModelConfig, NamedTensor, Optimizer, Pca,
+    PcaSize, ReduceLrOnPlateau, Schedule, StopReason, Targets, TerminateOnNan, TrainConfig, Trainer,
 };
 use ndarray::{Array1, Array2, Axis, s};
 
@@ -248,7 +248,7 @@ fn optimizer_matches_hand_steps(opt: Optimizer, hand: impl Fn(&mut [f64], &[f64]
             data: vec![0.3, 0.2],
         }])
         .unwrap();
-    let mut cfg = TrainConfig::new(Loss::MeanSquaredError, opt);
+    let mut cfg = TrainConfig::new(Loss::MeanSquaredError, opt.clone());
     cfg.epochs = 5;
     cfg.batch_size = 1;
     let xs = Array2::from_shape_vec((1, 2), x.iter().map(|&v| v as f32).collect()).unwrap();
@@ -281,7 +281,7 @@ fn optimizers_follow_keras_3_update_formulas() {
     });
     for nesterov in [false, true] {
         let opt = Optimizer::Sgd {
-            learning_rate: 0.05,
+            learning_rate: LearningRate::Constant(0.05),
             momentum: 0.9,
             nesterov,
         };
@@ -312,7 +312,7 @@ fn optimizers_follow_keras_3_update_formulas() {
         }
     });
     let opt = Optimizer::Rmsprop {
-        learning_rate: 0.01,
+        learning_rate: LearningRate::Constant(0.01),
         rho: 0.8,
         momentum: 0.5,
         epsilon: 1e-7,
@@ -340,7 +340,7 @@ fn optimizer_defaults_are_keras_defaults() {
     assert_eq!(
         Optimizer::sgd_default(),
         Optimizer::Sgd {
-            learning_rate: 0.01,
+            learning_rate: LearningRate::Constant(0.01),
             momentum: 0.0,
             nesterov: false
         }
@@ -348,7 +348,7 @@ fn optimizer_defaults_are_keras_defaults() {
     assert_eq!(
         Optimizer::adagrad_default(),
         Optimizer::Adagrad {
-            learning_rate: 0.001,
+            learning_rate: LearningRate::Constant(0.001),
             initial_accumulator_value: 0.1,
             epsilon: 1e-7
         }
@@ -356,7 +356,7 @@ fn optimizer_defaults_are_keras_defaults() {
     assert_eq!(
         Optimizer::rmsprop_default(),
         Optimizer::Rmsprop {
-            learning_rate: 0.001,
+            learning_rate: LearningRate::Constant(0.001),
             rho: 0.9,
             momentum: 0.0,
             epsilon: 1e-7
@@ -365,7 +365,7 @@ fn optimizer_defaults_are_keras_defaults() {
     assert_eq!(
         Optimizer::adam_default(),
         Optimizer::Adam {
-            learning_rate: 0.001,
+            learning_rate: LearningRate::Constant(0.001),
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7
@@ -629,11 +629,11 @@ fn resume_bit_identically_with_threads(threads: usize) {
     cfg.epochs = 4;
     cfg.batch_size = 16;
     cfg.seed = 9;
-    cfg.early_stopping = Some(EarlyStopping {
+    cfg.callbacks = vec![Callback::EarlyStopping(EarlyStopping {
         patience: 10,
         restore_best_weights: true,
         ..Default::default()
-    });
+    })];
     let never = no_cancel();
     let mut straight = Trainer::new(
         Model::new(&small_classifier(), 3).unwrap(),
@@ -734,12 +734,12 @@ fn hooks_report_progress_and_cancel_and_early_stopping_end_training() {
     assert_eq!(t.epoch(), 1);
 
     // A monitor that can never improve by min_delta stops after `patience` epochs.
-    cfg.early_stopping = Some(EarlyStopping {
+    cfg.callbacks = vec![Callback::EarlyStopping(EarlyStopping {
         monitor: "loss".into(),
         min_delta: 100.0,
         patience: 2,
         ..Default::default()
-    });
+    })];
     let (_, history) = fitd::nn::fit(
         Model::new(&small_classifier(), 3).unwrap(),
         cfg.clone(),
@@ -768,7 +768,7 @@ fn hooks_report_progress_and_cancel_and_early_stopping_end_training() {
         Err(Error::Finished)
     ));
 
-    cfg.early_stopping = None;
+    cfg.callbacks.clear();
     let (_, history) = fitd::nn::fit(
         Model::new(&small_classifier(), 3).unwrap(),
         cfg,
@@ -796,7 +796,7 @@ fn validation_split_takes_the_last_fraction_before_shuffling() {
     assert_eq!(*va.y, Targets::Classes(Array1::from(vec![7, 8, 9])));
     assert!(matches!(
         Trainer::split_validation(x.view(), &y, 1.0),
-        Err(Error::TrainOption { .. })
+        Err(Error::InvalidConfig(e)) if e[0].field == "validation.split"
     ));
 }
 
@@ -861,17 +861,13 @@ fn bad_specs_and_data_give_typed_errors_naming_the_problem() {
     ));
     let mut no_batch = sparse.clone();
     no_batch.batch_size = 0;
-    assert!(matches!(
-        train(&small_classifier(), &x, &y, &no_batch),
-        Err(Error::TrainOption {
-            field: "batch_size",
-            ..
-        })
-    ));
-    let mut val_monitor = sparse.clone();
-    val_monitor.early_stopping = Some(EarlyStopping::default());
     assert!(
-        matches!(train(&small_classifier(), &x, &y, &val_monitor), Err(Error::TrainOption { reason, .. }) if reason.contains("validation"))
+        matches!(train(&small_classifier(), &x, &y, &no_batch), Err(Error::InvalidConfig(e)) if e[0].field == "fit.batch_size")
+    );
+    let mut val_monitor = sparse.clone();
+    val_monitor.callbacks = vec![Callback::EarlyStopping(EarlyStopping::default())];
+    assert!(
+        matches!(train(&small_classifier(), &x, &y, &val_monitor), Err(Error::InvalidConfig(e)) if e[0].field == "callbacks[0].monitor" && e[0].message.contains("validation"))
     );
     let pca_model = model_config(
         4,
@@ -893,7 +889,7 @@ fn bad_specs_and_data_give_typed_errors_naming_the_problem() {
     let mut cfg = TrainConfig::new(
         Loss::MeanSquaredError,
         Optimizer::Sgd {
-            learning_rate: 10.0,
+            learning_rate: LearningRate::Constant(10.0),
             momentum: 0.0,
             nesterov: false,
         },
@@ -939,7 +935,7 @@ fn classify(name: &str, hidden: usize, epochs: usize) -> f64 {
     let mut cfg = TrainConfig::new(
         loss,
         Optimizer::Adam {
-            learning_rate: 0.01,
+            learning_rate: LearningRate::Constant(0.01),
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
@@ -1003,12 +999,12 @@ fn book_model_reaches_94_percent_on_mnist_10k_within_10_epochs() {
     let (xv, yv) = mnist("t10k");
     let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
     cfg.epochs = 10;
-    cfg.early_stopping = Some(EarlyStopping {
+    cfg.callbacks = vec![Callback::EarlyStopping(EarlyStopping {
         monitor: "val_accuracy".into(),
         patience: 3,
         restore_best_weights: true,
         ..Default::default()
-    });
+    })];
     let model = Model::new(&book_model(), 0).unwrap();
     let val = Data::new(xv.clone(), Targets::Classes(yv.clone()));
     let (model, history) = fitd::nn::fit(model, cfg, (x, Targets::Classes(y)), Some(val), |l| {
@@ -1104,5 +1100,460 @@ fn absurd_thread_counts_are_rejected() {
     let mut cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
     cfg.threads = 1_000_000;
     let r = Trainer::new(Model::new(&small_classifier(), 0).unwrap(), cfg, (x, y), None);
-    assert!(matches!(r, Err(Error::TrainOption { field: "threads", .. })));
+    assert!(matches!(r, Err(Error::InvalidConfig(e)) if e[0].field == "threads"));
+}
+
+// ---------- learning-rate schedules and callbacks ----------
+
+/// The one-unit problem of [`optimizer_matches_hand_steps`] under SGD with `lr`, 8 epochs of one
+/// step each; returns the engine's weights and History.
+fn one_unit_sgd(lr: LearningRate, callbacks: Vec<Callback>) -> (Vec<f32>, Vec<fitd::nn::EpochLogs>) {
+    let config = model_config(
+        2,
+        vec![LayerConfig::new(LayerKind::Dense {
+            units: 1,
+            activation: Activation::Linear,
+            use_bias: false,
+        })],
+    );
+    let mut model = Model::new(&config, 0).unwrap();
+    model
+        .load_tensors(&[NamedTensor {
+            name: "dense.kernel".into(),
+            shape: vec![2, 1],
+            data: vec![0.3, 0.2],
+        }])
+        .unwrap();
+    let opt = Optimizer::Sgd {
+        learning_rate: lr,
+        momentum: 0.0,
+        nesterov: false,
+    };
+    let mut cfg = TrainConfig::new(Loss::MeanSquaredError, opt);
+    cfg.epochs = 8;
+    cfg.batch_size = 1;
+    cfg.callbacks = callbacks;
+    let xs = Array2::from_shape_vec((1, 2), vec![0.5, -1.5]).unwrap();
+    let ys = Targets::Dense(Array2::from_elem((1, 1), 2.0));
+    let (trained, history) =
+        fitd::nn::fit(model, cfg, (xs, ys), None, |_| ControlFlow::Continue(())).unwrap();
+    (trained.tensors()[0].data.clone(), history)
+}
+
+/// Iterates SGD by hand in f64 with the rate `rate(step)` and compares weights and, per epoch,
+/// the loss before the step and the logged rate (the rate at the epoch's final step count).
+fn schedule_matches_hand_steps(schedule: Schedule, rate: impl Fn(u64) -> f64) {
+    let (got, history) = one_unit_sgd(LearningRate::Schedule(schedule.clone()), vec![]);
+    let x = [0.5f64, -1.5];
+    let mut w = [0.3f32 as f64, 0.2f32 as f64];
+    for (t, logs) in history.iter().enumerate() {
+        let err = w[0] * x[0] + w[1] * x[1] - 2.0;
+        assert!(
+            (logs.loss - err * err).abs() < 1e-5 * (err * err).max(1.0),
+            "{schedule:?} epoch {t}: loss {} vs {}",
+            logs.loss,
+            err * err
+        );
+        let lr = rate(t as u64);
+        for i in 0..2 {
+            w[i] -= lr * 2.0 * err * x[i];
+        }
+        let next = rate(t as u64 + 1);
+        assert!(
+            (logs.learning_rate - next).abs() <= 1e-6 * next.abs().max(1e-12),
+            "{schedule:?} epoch {t}: learning_rate {} vs {next}",
+            logs.learning_rate
+        );
+    }
+    for i in 0..2 {
+        assert!(
+            (got[i] as f64 - w[i]).abs() < 1e-5,
+            "{schedule:?}: weight {i} is {} by the engine, {} by hand",
+            got[i],
+            w[i]
+        );
+    }
+}
+
+#[test]
+fn every_schedule_follows_its_keras_3_formula_step_by_step() {
+    use std::f64::consts::PI;
+    let lr0 = 0.1f64;
+    schedule_matches_hand_steps(
+        Schedule::ExponentialDecay {
+            initial_learning_rate: lr0,
+            decay_steps: 3,
+            decay_rate: 0.5,
+            staircase: false,
+        },
+        |t| lr0 * 0.5f64.powf(t as f64 / 3.0),
+    );
+    schedule_matches_hand_steps(
+        Schedule::ExponentialDecay {
+            initial_learning_rate: lr0,
+            decay_steps: 3,
+            decay_rate: 0.5,
+            staircase: true,
+        },
+        |t| lr0 * 0.5f64.powi((t / 3) as i32),
+    );
+    schedule_matches_hand_steps(
+        Schedule::InverseTimeDecay {
+            initial_learning_rate: lr0,
+            decay_steps: 2,
+            decay_rate: 0.7,
+            staircase: false,
+        },
+        |t| lr0 / (1.0 + 0.7 * t as f64 / 2.0),
+    );
+    schedule_matches_hand_steps(
+        Schedule::InverseTimeDecay {
+            initial_learning_rate: lr0,
+            decay_steps: 2,
+            decay_rate: 0.7,
+            staircase: true,
+        },
+        |t| lr0 / (1.0 + 0.7 * (t / 2) as f64),
+    );
+    schedule_matches_hand_steps(
+        Schedule::PiecewiseConstantDecay {
+            boundaries: vec![2, 5],
+            values: vec![0.1, 0.05, 0.01],
+        },
+        |t| match t {
+            0..=2 => 0.1,
+            3..=5 => 0.05,
+            _ => 0.01,
+        },
+    );
+    schedule_matches_hand_steps(
+        Schedule::CosineDecay {
+            initial_learning_rate: lr0,
+            decay_steps: 5,
+            alpha: 0.2,
+            warmup_target: None,
+            warmup_steps: 0,
+        },
+        |t| {
+            let p = (t.min(5) as f64) / 5.0;
+            lr0 * (0.8 * 0.5 * (1.0 + (PI * p).cos()) + 0.2)
+        },
+    );
+    schedule_matches_hand_steps(
+        Schedule::CosineDecay {
+            initial_learning_rate: 0.0,
+            decay_steps: 4,
+            alpha: 0.0,
+            warmup_target: Some(0.12),
+            warmup_steps: 3,
+        },
+        |t| {
+            if t < 3 {
+                0.12 * t as f64 / 3.0
+            } else {
+                let p = ((t.min(7) - 3) as f64) / 4.0;
+                0.12 * 0.5 * (1.0 + (PI * p).cos())
+            }
+        },
+    );
+    for cycle in [false, true] {
+        schedule_matches_hand_steps(
+            Schedule::PolynomialDecay {
+                initial_learning_rate: lr0,
+                decay_steps: 3,
+                end_learning_rate: 0.01,
+                power: 2.0,
+                cycle,
+            },
+            move |t| {
+                let (step, steps) = if cycle {
+                    (t as f64, 3.0 * if t == 0 { 1.0 } else { (t as f64 / 3.0).ceil() })
+                } else {
+                    (t.min(3) as f64, 3.0)
+                };
+                (lr0 - 0.01) * (1.0 - step / steps).powi(2) + 0.01
+            },
+        );
+    }
+}
+
+#[test]
+fn reduce_lr_on_plateau_decisions_follow_keras() {
+    let cb = |patience, cooldown, min_delta, min_lr| ReduceLrOnPlateau {
+        monitor: "val_loss".into(),
+        factor: 0.5,
+        patience,
+        min_delta,
+        cooldown,
+        min_lr,
+        mode: Mode::Auto,
+    };
+    let lr = |n: usize| vec![0.1f32 as f64; n];
+    // (callback, monitored values, rates the epochs trained with, new rate after the last epoch)
+    type Row = (ReduceLrOnPlateau, Vec<f64>, Vec<f64>, Option<f32>);
+    let table: Vec<Row> = vec![
+        (cb(0, 0, 0.0, 0.0), vec![1.0], lr(1), None),
+        (cb(0, 0, 0.0, 0.0), vec![1.0, 1.0], lr(2), Some(0.05)),
+        (cb(1, 0, 0.0, 0.0), vec![1.0, 0.9], lr(2), None),
+        (cb(2, 0, 0.0, 0.0), vec![1.0, 1.1], lr(2), None),
+        (cb(2, 0, 0.0, 0.0), vec![1.0, 1.1, 1.05], lr(3), Some(0.05)),
+        // min_delta: 0.95 is not 0.1 better than 1.0.
+        (cb(1, 0, 0.1, 0.0), vec![1.0, 0.95], lr(2), Some(0.05)),
+        // Cooldown: Keras counts it down before looking at the epoch, so cooldown 2 skips one
+        // epoch and cooldown 1 none.
+        (
+            cb(1, 2, 0.0, 0.0),
+            vec![1.0, 1.0, 1.0],
+            vec![0.1, 0.1, 0.05],
+            None,
+        ),
+        (
+            cb(1, 2, 0.0, 0.0),
+            vec![1.0, 1.0, 1.0, 1.0],
+            vec![0.1, 0.1, 0.05, 0.05],
+            Some(0.025),
+        ),
+        (
+            cb(1, 1, 0.0, 0.0),
+            vec![1.0, 1.0, 1.0],
+            vec![0.1, 0.1, 0.05],
+            Some(0.025),
+        ),
+        // min_lr floors the rate, and a rate at the floor is left alone.
+        (cb(0, 0, 0.0, 0.08), vec![1.0, 1.0], lr(2), Some(0.08)),
+        (
+            cb(0, 0, 0.0, 0.08),
+            vec![1.0, 1.0, 1.0],
+            vec![0.1, 0.1, 0.08f32 as f64],
+            None,
+        ),
+        // NaN never improves.
+        (cb(0, 0, 0.0, 0.0), vec![1.0, f64::NAN], lr(2), Some(0.05)),
+    ];
+    for (i, (r, values, rates, want)) in table.iter().enumerate() {
+        assert_eq!(r.decide(values, rates).new_lr, *want, "row {i}: {values:?}");
+    }
+    let acc = ReduceLrOnPlateau {
+        monitor: "val_accuracy".into(),
+        patience: 0,
+        ..Default::default()
+    };
+    assert_eq!(
+        acc.decide(&[0.5, 0.6], &lr(2)).new_lr,
+        None,
+        "auto mode maximises accuracy"
+    );
+}
+
+#[test]
+fn plateau_and_epoch_table_set_the_rate_between_epochs_and_history_records_it() {
+    // No epoch after the first improves by 1e9: with patience 1 and cooldown 2 the rate halves
+    // every other epoch until min_lr.
+    let plateau = Callback::ReduceLrOnPlateau(ReduceLrOnPlateau {
+        monitor: "loss".into(),
+        factor: 0.5,
+        patience: 1,
+        min_delta: 1e9,
+        cooldown: 2,
+        min_lr: 0.02,
+        mode: Mode::Auto,
+    });
+    let (_, h) = one_unit_sgd(LearningRate::Constant(0.1), vec![plateau.clone()]);
+    let rates: Vec<f64> = h.iter().map(|l| l.learning_rate).collect();
+    let f = |v: f64| v as f32 as f64;
+    assert_eq!(rates, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.02, 0.02].map(f));
+    // The table sets the rate at the start of its epochs; the plateau reduces from there.
+    let table = Callback::LearningRateScheduler(LearningRateScheduler {
+        schedule: vec![(1, 0.08), (5, 0.3)],
+    });
+    let (_, h) = one_unit_sgd(LearningRate::Constant(0.1), vec![table.clone()]);
+    let rates: Vec<f64> = h.iter().map(|l| l.learning_rate).collect();
+    assert_eq!(rates, [0.1, 0.08, 0.08, 0.08, 0.08, 0.3, 0.3, 0.3].map(f));
+    let (_, h) = one_unit_sgd(LearningRate::Constant(0.1), vec![table, plateau]);
+    let rates: Vec<f64> = h.iter().map(|l| l.learning_rate).collect();
+    assert_eq!(rates, [0.1, 0.08, 0.04, 0.04, 0.02, 0.3, 0.15, 0.15].map(f));
+}
+
+#[test]
+fn terminate_on_nan_ends_training_at_the_bad_batch_with_finite_weights() {
+    let (x, _) = blobs(64, 5);
+    let big = x.mapv(|v| v * 1e3);
+    let targets = Targets::Dense(Array2::from_elem((64, 1), 1e6));
+    let regress = model_config(4, vec![dense(8, Activation::Relu), dense(1, Activation::Linear)]);
+    let opt = Optimizer::Sgd {
+        learning_rate: LearningRate::Constant(10.0),
+        momentum: 0.0,
+        nesterov: false,
+    };
+    let mut cfg = TrainConfig::new(Loss::MeanSquaredError, opt);
+    cfg.epochs = 50;
+    cfg.batch_size = 8;
+    cfg.callbacks = vec![Callback::TerminateOnNan(TerminateOnNan::default())];
+    let mut t = Trainer::new(
+        Model::new(&regress, 0).unwrap(),
+        cfg.clone(),
+        (big.clone(), targets.clone()),
+        None,
+    )
+    .unwrap();
+    let mut batches = Vec::new();
+    let mut last = None;
+    while !t.is_finished() {
+        batches.clear();
+        if let EpochOutcome::Completed { stop, .. } = t
+            .run_epoch(&mut |d, total| batches.push((d, total)), &no_cancel())
+            .unwrap()
+        {
+            last = stop;
+        }
+    }
+    assert_eq!(last, Some(StopReason::TerminatedOnNan));
+    assert_eq!(t.stop_reason(), Some(StopReason::TerminatedOnNan));
+    let h = t.history();
+    assert!(h.len() < 50, "it stopped early");
+    assert!(
+        !h.last().unwrap().loss.is_finite(),
+        "the last epoch logs the bad loss: {h:?}"
+    );
+    assert!(h[..h.len() - 1].iter().all(|l| l.loss.is_finite()));
+    assert!(batches.len() <= 8, "no batch ran after the bad one: {batches:?}");
+    let weights = t.finish().tensors();
+    assert!(weights.iter().all(|w| w.data.iter().all(|v| v.is_finite())));
+
+    // raise_error fails the run, as having no callback does.
+    cfg.callbacks = vec![Callback::TerminateOnNan(TerminateOnNan { raise_error: true })];
+    let r = fitd::nn::fit(
+        Model::new(&regress, 0).unwrap(),
+        cfg,
+        (big, targets),
+        None,
+        |_| ControlFlow::Continue(()),
+    );
+    assert!(matches!(r, Err(Error::LossDiverged { .. })), "{r:?}");
+}
+
+/// Trains `cfg` for all its epochs straight, and again with a save and restore after `cut` epochs;
+/// asserts the two end bit-identical (weights, History with its learning rates, best epoch).
+fn assert_resume_is_bit_identical(cfg: TrainConfig, cut: usize) {
+    let (x, y) = blobs(203, 1);
+    let (train, val) = Trainer::split_validation(x.view(), &y, 0.2).unwrap();
+    let never = no_cancel();
+    let run = |t: &mut Trainer| {
+        while !t.is_finished() {
+            t.run_epoch(&mut |_, _| {}, &never).unwrap();
+        }
+    };
+    let fresh = || {
+        Trainer::new(
+            Model::new(&small_classifier(), 3).unwrap(),
+            cfg.clone(),
+            train.clone(),
+            Some(val.clone()),
+        )
+        .unwrap()
+    };
+    let mut straight = fresh();
+    run(&mut straight);
+    let mut first = fresh();
+    for _ in 0..cut {
+        first.run_epoch(&mut |_, _| {}, &never).unwrap();
+    }
+    let bytes = first.save_state();
+    drop(first);
+    let mut resumed = Trainer::restore(
+        &small_classifier(),
+        cfg.clone(),
+        &bytes,
+        train.clone(),
+        Some(val.clone()),
+    )
+    .unwrap();
+    run(&mut resumed);
+    let strip = |h: &[fitd::nn::EpochLogs]| {
+        h.iter()
+            .map(|l| (l.loss, l.accuracy, l.val_loss, l.val_accuracy, l.learning_rate))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(resumed.history()), strip(straight.history()));
+    let rates: Vec<f64> = straight.history().iter().map(|l| l.learning_rate).collect();
+    assert!(
+        rates.windows(2).any(|w| w[0] != w[1]),
+        "the rate changes during the run: {rates:?}"
+    );
+    assert_eq!(resumed.best_epoch(), straight.best_epoch());
+    assert_eq!(resumed.finish().tensors(), straight.finish().tensors());
+}
+
+#[test]
+fn resuming_with_schedules_and_rate_callbacks_continues_bit_identically() {
+    let mut cfg = TrainConfig::new(
+        Loss::SparseCategoricalCrossentropy,
+        Optimizer::Adam {
+            learning_rate: LearningRate::Schedule(Schedule::CosineDecay {
+                initial_learning_rate: 0.0,
+                decay_steps: 40,
+                alpha: 0.1,
+                warmup_target: Some(0.01),
+                warmup_steps: 15,
+            }),
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        },
+    );
+    cfg.epochs = 6;
+    cfg.batch_size = 16;
+    cfg.seed = 4;
+    cfg.callbacks = vec![Callback::TerminateOnNan(TerminateOnNan::default())];
+    assert_resume_is_bit_identical(cfg.clone(), 3);
+
+    cfg.optimizer = Optimizer::sgd_default().with_learning_rate(LearningRate::Constant(0.05));
+    cfg.callbacks = vec![
+        Callback::LearningRateScheduler(LearningRateScheduler {
+            schedule: vec![(0, 0.2), (4, 0.1)],
+        }),
+        // Cut after epoch 2, with a reduction pending from epoch 1's plateau and its cooldown running.
+        Callback::ReduceLrOnPlateau(ReduceLrOnPlateau {
+            monitor: "val_loss".into(),
+            factor: 0.5,
+            patience: 1,
+            min_delta: 1e9,
+            cooldown: 2,
+            ..Default::default()
+        }),
+        Callback::EarlyStopping(EarlyStopping {
+            patience: 100,
+            restore_best_weights: true,
+            ..Default::default()
+        }),
+    ];
+    assert_resume_is_bit_identical(cfg, 2);
+}
+
+#[test]
+fn training_states_saved_before_learning_rates_were_recorded_still_restore() {
+    let (x, y) = blobs(60, 2);
+    let cfg = TrainConfig::new(Loss::SparseCategoricalCrossentropy, Optimizer::adam_default());
+    let mut t = Trainer::new(
+        Model::new(&small_classifier(), 3).unwrap(),
+        cfg.clone(),
+        (x.clone(), y.clone()),
+        None,
+    )
+    .unwrap();
+    t.run_epoch(&mut |_, _| {}, &no_cancel()).unwrap();
+    // Rewrite the state as version 1 wrote it: no learning-rate variable, six fields per epoch.
+    let bytes = t.save_state();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    meta.insert("format".into(), "fitd-training-state/1".into());
+    meta.remove("learning_rate");
+    let history = meta["history"].rsplit_once(' ').unwrap().0.to_string();
+    meta.insert("history".into(), history);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v1 = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    let restored = Trainer::restore(&small_classifier(), cfg, &v1, (x, y), None).unwrap();
+    assert_eq!(restored.epoch(), 1);
+    assert_eq!(restored.history()[0].learning_rate, 0.001f32 as f64);
+    assert_eq!(restored.model().tensors(), t.model().tensors());
 }

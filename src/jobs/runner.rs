@@ -294,7 +294,7 @@ fn publish(shared: &Shared, job: &JobRow, flags: &RunFlags, events: &[EventRow])
 /// The best epoch as the job reports it: early stopping's when configured (the one
 /// `restore_best_weights` goes back to), else the checkpoint monitor's.
 fn job_best_epoch(trainer: &Trainer, checkpoint_best: Option<usize>) -> Option<usize> {
-    match trainer.config().early_stopping {
+    match trainer.config().early_stopping() {
         Some(_) => trainer.best_epoch(),
         None => checkpoint_best,
     }
@@ -366,15 +366,15 @@ fn succeed(
 ) -> Result<Ended, RunError> {
     let stop_reason = match trainer.stop_reason() {
         Some(nn::StopReason::EarlyStopping { .. }) => StopReason::EarlyStopping,
+        Some(nn::StopReason::TerminatedOnNan) => StopReason::TerminateOnNan,
         Some(nn::StopReason::AllEpochs | nn::StopReason::Requested) | None => StopReason::Completed,
     };
     let history = trainer.history().to_vec();
     let restores = trainer
         .config()
-        .early_stopping
-        .as_ref()
+        .early_stopping()
         .is_some_and(|e| e.restore_best_weights);
-    let best = match &trainer.config().early_stopping {
+    let best = match trainer.config().early_stopping() {
         Some(_) => trainer.best_epoch(),
         None => retention::best_epoch(
             &monitored(&history, &plan.checkpoint_monitor),

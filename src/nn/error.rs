@@ -38,7 +38,12 @@ pub enum Error {
     /// The targets do not fit the loss or the output layer (e.g. a label >= units).
     #[error("targets do not fit loss {loss}: {reason}")]
     Targets { loss: &'static str, reason: String },
-    /// A training option is out of range (batch size 0, negative learning rate, ...).
+    /// The training configuration breaks one or more rules; every broken field is listed by its
+    /// request path (`compile.optimizer.learning_rate`).
+    #[error("invalid training configuration: {}", fmt_fields(.0))]
+    InvalidConfig(Vec<FieldError>),
+    /// A training option does not fit the model or data (no trainable layer, a split that leaves
+    /// one side empty, ...).
     #[error("invalid training option {field}: {reason}")]
     TrainOption { field: &'static str, reason: String },
     /// The loss became NaN or infinite during training.

@@ -2,6 +2,7 @@
 //!
 //! Knows nothing of HTTP, tokio or SQL.
 pub mod callbacks;
+pub mod config;
 pub mod error;
 pub mod kernels;
 pub mod loss;
@@ -9,17 +10,23 @@ pub mod model;
 pub mod optim;
 pub mod pca;
 mod pool;
+pub mod schedule;
 pub mod spec;
 pub mod train;
 
-pub use callbacks::{EarlyStopping, EarlyStoppingDecision, EpochLogs, Mode, ModelCheckpoint};
+pub use callbacks::{
+    Callback, EarlyStopping, EarlyStoppingDecision, EpochLogs, LearningRateScheduler, Mode, ModelCheckpoint,
+    PlateauDecision, ReduceLrOnPlateau, TerminateOnNan,
+};
+pub use config::{MAX_BATCH_SIZE, MAX_EPOCHS, TrainConfig};
 pub use error::{Error, Result};
 pub use kernels::enable_flush_to_zero;
 pub use loss::{Loss, Targets};
 pub use model::{Evaluation, Model, NamedTensor};
 pub use optim::Optimizer;
 pub use pca::Pca;
+pub use schedule::{LearningRate, Schedule};
 pub use spec::{
     Activation, Dim, FieldError, LayerConfig, LayerKind, ModelConfig, PcaSize, Summary, SummaryRow,
 };
-pub use train::{Data, EpochOutcome, StopReason, TrainConfig, Trainer, fit};
+pub use train::{Data, EpochOutcome, StopReason, Trainer, fit};

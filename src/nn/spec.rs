@@ -114,11 +114,13 @@ impl LayerConfig {
                 }
             }
             LayerKind::Rescaling { scale, offset } => {
+                // The values arrive as f32: anything beyond its range is infinite here.
+                let rule = "must be a finite number within the 32-bit float range (about ±3.4e38)";
                 if !scale.is_finite() {
-                    errors.push(FieldError::new(field("scale"), "must be a finite number"));
+                    errors.push(FieldError::new(field("scale"), rule));
                 }
                 if !offset.is_finite() {
-                    errors.push(FieldError::new(field("offset"), "must be a finite number"));
+                    errors.push(FieldError::new(field("offset"), rule));
                 }
             }
             LayerKind::Pca {

@@ -12,86 +12,15 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use super::callbacks::{EarlyStopping, EpochLogs, ModelCheckpoint};
+use super::callbacks::{Callback, EarlyStopping, EpochLogs, ModelCheckpoint};
+use super::config::{TrainConfig, validation_split_errors};
 use super::error::{Error, Result};
 use super::kernels::FlushToZero;
-use super::loss::{BatchStats, Loss, Targets, batch_loss};
+use super::loss::{BatchStats, Targets, batch_loss};
 use super::model::{Gather, Model, NamedTensor, Workspace};
-use super::optim::{Optimizer, OptimizerState};
+use super::optim::OptimizerState;
 use super::pool::{Pool, SendPtr, resolve_threads};
 use super::spec::ModelConfig;
-
-/// How to train: Keras's `compile` and `fit` arguments.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainConfig {
-    pub loss: Loss,
-    pub optimizer: Optimizer,
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Reshuffle the training samples before each epoch.
-    pub shuffle: bool,
-    /// Seeds shuffling and dropout; with the model seed it fixes the whole run.
-    pub seed: u64,
-    pub early_stopping: Option<EarlyStopping>,
-    pub checkpoint: Option<ModelCheckpoint>,
-    /// Threads for this trainer's batches and validation (1 by default; 0 = every core). The first
-    /// dense layer's work is split across persistent workers owned by the trainer; results are
-    /// deterministic for a given count (and, with the GEMM backend used, equal across counts).
-    /// Measured with `benches/compare.sh` (2 cores, book model, quiet machine, 3 rounds): batch 256
-    /// takes 0.18 s/epoch with 2 threads (rounds 0.18-0.25) against 0.29 with 1; batch 32 a median
-    /// 0.28 with 2 threads but 0.54 in one round of three (each batch needs two hand-offs, which
-    /// stall whenever a thread loses its core), against a steady 0.34-0.35 with 1. So: 2 threads for
-    /// large batches with cores to spare; 1 thread for small batches when steadiness matters or the
-    /// machine is shared with other jobs.
-    pub threads: usize,
-}
-
-impl TrainConfig {
-    /// Keras's `fit` defaults: 1 epoch, batch size 32, shuffling, no callbacks; seed 0.
-    pub fn new(loss: Loss, optimizer: Optimizer) -> Self {
-        TrainConfig {
-            loss,
-            optimizer,
-            epochs: 1,
-            batch_size: 32,
-            shuffle: true,
-            seed: 0,
-            early_stopping: None,
-            checkpoint: None,
-            threads: 1,
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(Error::TrainOption {
-                field: "epochs",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.batch_size == 0 {
-            return Err(Error::TrainOption {
-                field: "batch_size",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.threads > MAX_THREADS {
-            return Err(Error::TrainOption {
-                field: "threads",
-                reason: format!("must be at most {MAX_THREADS} (0 = every core)"),
-            });
-        }
-        if let Some(es) = &self.early_stopping
-            && !es.min_delta.is_finite()
-        {
-            return Err(Error::TrainOption {
-                field: "early_stopping.min_delta",
-                reason: "must be finite".into(),
-            });
-        }
-        self.optimizer.check()
-    }
-}
 
 /// Inputs and targets, shared so that several trainers (or a trainer and a server cache) can hold
 /// the same data without copies.
@@ -137,6 +66,8 @@ pub enum StopReason {
     EarlyStopping { best_epoch: Option<usize> },
     /// The caller asked to stop ([`Trainer::request_stop`]).
     Requested,
+    /// TerminateOnNaN saw a NaN or infinite batch loss; the weights are those before that batch.
+    TerminatedOnNan,
 }
 
 /// What [`Trainer::run_epoch`] did.
@@ -172,13 +103,13 @@ pub struct Trainer {
     pool: Pool,
 }
 
-/// More threads than this is a configuration mistake, not a machine.
-const MAX_THREADS: usize = 1024;
-
 /// Rows per validation forward pass: wider GEMMs than a training batch and the same results.
 const EVAL_ROWS: usize = 256;
 
-const STATE_FORMAT: &str = "fitd-training-state/1";
+/// Version 2 adds the learning-rate variable and each epoch's learning rate; version 1 states
+/// (written when the rate was always the optimizer's constant) still restore.
+const STATE_FORMAT: &str = "fitd-training-state/2";
+const STATE_FORMAT_V1: &str = "fitd-training-state/1";
 
 impl Trainer {
     /// Checks the data and configuration against the model, fits its `pca` layers on the training
@@ -190,7 +121,7 @@ impl Trainer {
         val: Option<Data>,
     ) -> Result<Trainer> {
         let train = train.into();
-        cfg.check()?;
+        cfg.check(val.is_some()).map_err(Error::InvalidConfig)?;
         if train.is_empty() {
             return Err(Error::Empty("training data"));
         }
@@ -203,7 +134,7 @@ impl Trainer {
     }
 
     fn assemble(model: Model, cfg: TrainConfig, train: Data, val: Option<Data>) -> Result<Trainer> {
-        cfg.check()?;
+        cfg.check(val.is_some()).map_err(Error::InvalidConfig)?;
         if !model.has_trainable() {
             return Err(Error::TrainOption {
                 field: "layers",
@@ -215,34 +146,6 @@ impl Trainer {
         if let Some(v) = &val {
             model.check_inputs(v.x.view(), "validation inputs")?;
             model.check_targets(v.x.view(), &v.y, cfg.loss, "validation data")?;
-        }
-        let monitors = [
-            cfg.early_stopping
-                .as_ref()
-                .map(|e| ("early_stopping.monitor", e.monitor.as_str())),
-            cfg.checkpoint
-                .as_ref()
-                .map(|c| ("checkpoint.monitor", c.monitor.as_str())),
-        ];
-        for (field, monitor) in monitors.into_iter().flatten() {
-            let known = ["loss", "accuracy", "acc", "val_loss", "val_accuracy", "val_acc"];
-            let reason = if !known.contains(&monitor) {
-                Some(format!("unknown metric {monitor:?}; use one of {known:?}"))
-            } else if monitor.starts_with("val_") && val.is_none() {
-                Some(format!(
-                    "{monitor} needs validation data (validation_split or validation_data)"
-                ))
-            } else if monitor.contains("acc") && !cfg.loss.has_accuracy() {
-                Some(format!(
-                    "{monitor} is not computed for loss {}",
-                    cfg.loss.as_str()
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return Err(Error::TrainOption { field, reason });
-            }
         }
         let n = train.len();
         let ws = Workspace::new(&model, cfg.batch_size.min(n), true);
@@ -276,11 +179,9 @@ impl Trainer {
     /// # Shapes
     /// `x`: `(n, input_dim)`, `y`: `n` targets.
     pub fn split_validation(x: ArrayView2<f32>, y: &Targets, fraction: f64) -> Result<(Data, Data)> {
-        if !(fraction.is_finite() && fraction > 0.0 && fraction < 1.0) {
-            return Err(Error::TrainOption {
-                field: "validation_split",
-                reason: "must be in (0, 1)".into(),
-            });
+        let errors = validation_split_errors(fraction);
+        if !errors.is_empty() {
+            return Err(Error::InvalidConfig(errors));
         }
         if x.nrows() != y.len() {
             return Err(Error::SampleCount {
@@ -315,6 +216,10 @@ impl Trainer {
         }
         let _ftz = FlushToZero::new();
         let start = Instant::now();
+        // LearningRateScheduler's `on_epoch_begin`.
+        if let Some(lr) = self.scheduled_rate(self.epoch) {
+            self.opt.learning_rate = lr as f32;
+        }
         let x = Arc::clone(&self.train.x);
         let n = x.nrows();
         let bs = self.ws.cap;
@@ -332,6 +237,9 @@ impl Trainer {
         let loss = self.cfg.loss;
         let ob = *self.ws.out_buf.last().expect("at least one layer");
         let mut stats = BatchStats::default();
+        // Samples whose loss is in `stats`; all of them unless TerminateOnNaN ends the epoch early.
+        let mut seen = n;
+        let mut terminated = false;
         for b in 0..total {
             if cancel.load(Ordering::Relaxed) {
                 return Ok(EpochOutcome::Cancelled);
@@ -370,11 +278,21 @@ impl Trainer {
             );
             if !st.loss.is_finite() {
                 self.ws.input = input;
-                return Err(Error::LossDiverged {
-                    epoch: self.epoch,
-                    batch: b,
-                    value: st.loss / m as f64,
-                });
+                if !self.terminates_on_nan() {
+                    return Err(Error::LossDiverged {
+                        epoch: self.epoch,
+                        batch: b,
+                        value: st.loss / m as f64,
+                    });
+                }
+                // Keras stops after this batch and still ends the epoch (validation, callbacks);
+                // here the batch's update is skipped, so the weights stay finite.
+                stats.loss = st.loss;
+                stats.correct += st.correct;
+                seen = hi;
+                terminated = true;
+                on_batch(b + 1, total);
+                break;
             }
             stats.loss += st.loss;
             stats.correct += st.correct;
@@ -396,17 +314,22 @@ impl Trainer {
             }
             _ => (None, None),
         };
+        let accuracy = self.cfg.accuracy;
         let logs = EpochLogs {
             epoch: self.epoch,
-            loss: stats.loss / n as f64,
-            accuracy: loss.has_accuracy().then_some(stats.correct / n as f64),
+            loss: stats.loss / seen as f64,
+            accuracy: accuracy.then_some(stats.correct / seen as f64),
             val_loss,
-            val_accuracy,
+            val_accuracy: val_accuracy.filter(|_| accuracy),
+            learning_rate: self.opt.current_learning_rate(&self.cfg.optimizer) as f64,
             duration: start.elapsed(),
         };
         self.history.push(logs.clone());
         self.epoch += 1;
-        let (improved, stop) = self.decide();
+        let (improved, mut stop) = self.decide();
+        if terminated {
+            stop = Some(StopReason::TerminatedOnNan);
+        }
         self.stopped = stop;
         Ok(EpochOutcome::Completed { logs, improved, stop })
     }
@@ -418,11 +341,36 @@ impl Trainer {
             .collect()
     }
 
-    /// The callback decisions after the last epoch of the history; snapshots the best weights.
+    /// LearningRateScheduler's rate for the start of `epoch`, if it sets one.
+    fn scheduled_rate(&self, epoch: usize) -> Option<f64> {
+        self.cfg.callbacks.iter().find_map(|c| match c {
+            Callback::LearningRateScheduler(s) => s.rate_at(epoch),
+            _ => None,
+        })
+    }
+
+    /// Whether TerminateOnNaN ends training gracefully at a non-finite loss.
+    fn terminates_on_nan(&self) -> bool {
+        self.cfg
+            .callbacks
+            .iter()
+            .any(|c| matches!(c, Callback::TerminateOnNan(t) if !t.raise_error))
+    }
+
+    /// The callback decisions after the last epoch of the history; snapshots the best weights and
+    /// applies ReduceLROnPlateau's new learning rate.
     fn decide(&mut self) -> (bool, Option<StopReason>) {
         let last = self.epoch - 1;
         let mut stop = None;
-        if let Some(es) = &self.cfg.early_stopping {
+        for c in &self.cfg.callbacks {
+            if let Callback::ReduceLrOnPlateau(r) = c {
+                let rates = self.monitored("learning_rate");
+                if let Some(lr) = r.decide(&self.monitored(&r.monitor), &rates).new_lr {
+                    self.opt.learning_rate = lr;
+                }
+            }
+        }
+        if let Some(es) = self.cfg.early_stopping() {
             let d = es.decide(&self.monitored(&es.monitor));
             if es.restore_best_weights && d.best_epoch == Some(last) {
                 self.best_weights = Some(self.model.tensors());
@@ -433,7 +381,7 @@ impl Trainer {
                 });
             }
         }
-        let improved = match &self.cfg.checkpoint {
+        let improved = match self.cfg.checkpoint() {
             Some(c) => c.should_save(&self.monitored(&c.monitor)),
             None => {
                 let metric = if self.val.is_some() { "val_loss" } else { "loss" };
@@ -477,7 +425,7 @@ impl Trainer {
     /// The epoch EarlyStopping considers best (or, without it, the one with the lowest `val_loss`,
     /// else `loss`).
     pub fn best_epoch(&self) -> Option<usize> {
-        match &self.cfg.early_stopping {
+        match self.cfg.early_stopping() {
             Some(es) => es.decide(&self.monitored(&es.monitor)).best_epoch,
             None => {
                 let metric = if self.val.is_some() { "val_loss" } else { "loss" };
@@ -508,11 +456,7 @@ impl Trainer {
     /// set (as Keras 3 does at the end of training).
     pub fn finish(mut self) -> Model {
         if let Some(best) = self.best_weights.take()
-            && self
-                .cfg
-                .early_stopping
-                .as_ref()
-                .is_some_and(|e| e.restore_best_weights)
+            && self.cfg.early_stopping().is_some_and(|e| e.restore_best_weights)
         {
             self.model
                 .load_tensors(&best)
@@ -545,6 +489,10 @@ impl Trainer {
         meta.insert("slots".into(), slot_names.join(","));
         meta.insert("epoch".into(), self.epoch.to_string());
         meta.insert("iterations".into(), self.opt.iterations.to_string());
+        meta.insert(
+            "learning_rate".into(),
+            format!("{:08x}", self.opt.learning_rate.to_bits()),
+        );
         meta.insert("rng_seed".into(), hex::encode(self.rng.get_seed()));
         meta.insert("rng_stream".into(), self.rng.get_stream().to_string());
         meta.insert("rng_word_pos".into(), self.rng.get_word_pos().to_string());
@@ -555,6 +503,7 @@ impl Trainer {
                 None => String::new(),
                 Some(StopReason::AllEpochs) => "all_epochs".into(),
                 Some(StopReason::Requested) => "requested".into(),
+                Some(StopReason::TerminatedOnNan) => "terminate_on_nan".into(),
                 Some(StopReason::EarlyStopping { best_epoch }) => {
                     format!(
                         "early_stopping:{}",
@@ -590,9 +539,11 @@ impl Trainer {
                 .map(String::as_str)
                 .ok_or_else(|| bad(format!("missing metadata {k:?}")))
         };
-        if get("format")? != STATE_FORMAT {
-            return Err(bad(format!("unknown format {:?}", get("format")?)));
-        }
+        let v1 = match get("format")? {
+            STATE_FORMAT => false,
+            STATE_FORMAT_V1 => true,
+            other => return Err(bad(format!("unknown format {other:?}"))),
+        };
         let mut tensors: HashMap<String, NamedTensor> = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -661,7 +612,15 @@ impl Trainer {
         t.rng = ChaCha8Rng::from_seed(seed);
         t.rng.set_stream(parse("rng_stream")? as u64);
         t.rng.set_word_pos(parse("rng_word_pos")?);
-        t.history = decode_history(get("history")?).ok_or_else(|| bad("unreadable history".into()))?;
+        // Version 1 states come from runs whose rate was always the optimizer's constant.
+        let v1_rate = t.opt.learning_rate as f64;
+        t.history = decode_history(get("history")?, v1.then_some(v1_rate))
+            .ok_or_else(|| bad("unreadable history".into()))?;
+        if !v1 {
+            t.opt.learning_rate = u32::from_str_radix(get("learning_rate")?, 16)
+                .map(f32::from_bits)
+                .map_err(|e| bad(format!("learning_rate: {e}")))?;
+        }
         if t.history.len() != t.epoch {
             return Err(bad(format!(
                 "history has {} epochs, state says {}",
@@ -673,6 +632,7 @@ impl Trainer {
             "" => None,
             "all_epochs" => (t.epoch >= t.cfg.epochs).then_some(StopReason::AllEpochs),
             "requested" => Some(StopReason::Requested),
+            "terminate_on_nan" => Some(StopReason::TerminatedOnNan),
             other => match other.strip_prefix("early_stopping:") {
                 Some(e) => Some(StopReason::EarlyStopping {
                     best_epoch: e.parse().ok(),
@@ -708,27 +668,31 @@ fn encode_history(history: &[EpochLogs]) -> String {
         .iter()
         .map(|l| {
             format!(
-                "{} {} {} {} {} {}",
+                "{} {} {} {} {} {} {}",
                 l.epoch,
                 encode_f64(Some(l.loss)),
                 encode_f64(l.accuracy),
                 encode_f64(l.val_loss),
                 encode_f64(l.val_accuracy),
-                l.duration.as_nanos()
+                l.duration.as_nanos(),
+                encode_f64(Some(l.learning_rate)),
             )
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn decode_history(s: &str) -> Option<Vec<EpochLogs>> {
+/// Reads [`encode_history`]'s lines; version 1 lines have no learning rate and take `v1_rate`.
+fn decode_history(s: &str, v1_rate: Option<f64>) -> Option<Vec<EpochLogs>> {
     s.lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
             let f: Vec<&str> = line.split(' ').collect();
-            if f.len() != 6 {
-                return None;
-            }
+            let learning_rate = match (f.len(), v1_rate) {
+                (6, Some(r)) => r,
+                (7, None) => decode_f64(f[6])??,
+                _ => return None,
+            };
             Some(EpochLogs {
                 epoch: f[0].parse().ok()?,
                 loss: decode_f64(f[1])??,
@@ -736,6 +700,7 @@ fn decode_history(s: &str) -> Option<Vec<EpochLogs>> {
                 val_loss: decode_f64(f[3])?,
                 val_accuracy: decode_f64(f[4])?,
                 duration: Duration::from_nanos(f[5].parse().ok()?),
+                learning_rate,
             })
         })
         .collect()

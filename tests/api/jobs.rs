@@ -87,6 +87,38 @@ pub async fn digits_model(app: &impl Http, hidden: u32) -> String {
         .to_string()
 }
 
+/// sklearn's diabetes regression data (10 scaled features, targets 25-346) and a linear model for
+/// it: with a large learning rate its loss overflows within an epoch.
+pub async fn diabetes_regression(app: &impl Http) -> (String, String) {
+    let res = app
+        .post_json("/v1/datasets", &json!({"name": "diabetes", "source": "diabetes"}))
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let ds = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .post_json(
+            "/v1/models",
+            &json!({"name": "linear", "input_shape": [10], "layers": [{"type": "dense", "units": 1}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let model = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (ds, model)
+}
+
+/// A job whose loss overflows: plain SGD at learning rate 1000 on [`diabetes_regression`].
+pub fn diverging_body(model: &str, dataset: &str, epochs: u32) -> Value {
+    json!({"model_id": model, "dataset_id": dataset,
+           "compile": {"optimizer": {"type": "sgd", "learning_rate": 1000.0}, "loss": "mse"},
+           "fit": {"epochs": epochs, "batch_size": 32, "seed": 3}})
+}
+
 pub fn job_body(model: &str, dataset: &str, epochs: u32) -> Value {
     json!({"model_id": model, "dataset_id": dataset,
            "validation": {"split": 0.2},
@@ -210,11 +242,11 @@ async fn create_job_names_every_invalid_field() {
     assert_eq!(
         error_fields(&p),
         [
+            "validation.split",
             "compile.optimizer.learning_rate",
             "compile.optimizer.momentum",
             "fit.epochs",
             "fit.batch_size",
-            "validation.split",
             "callbacks[0].monitor"
         ]
     );
@@ -611,9 +643,8 @@ async fn a_diverging_job_fails_with_an_error_and_the_server_keeps_training() {
     let app = spawn_app().await;
     let ds = digits_dataset(&app).await;
     let model = digits_model(&app, 16).await;
-    let mut body = job_body(&model, &ds, 3);
-    body["compile"]["optimizer"] = json!({"type": "sgd", "learning_rate": 1e30});
-    let bad = submit(&app, &body).await;
+    let (diabetes, linear) = diabetes_regression(&app).await;
+    let bad = submit(&app, &diverging_body(&linear, &diabetes, 3)).await;
     let j = wait_finished(&app, bad["id"].as_str().unwrap()).await;
     assert_eq!(j["status"], "failed", "{j}");
     assert_eq!(j["stop_reason"], "error");
