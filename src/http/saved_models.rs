@@ -22,6 +22,8 @@ use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
 use crate::data::Labels;
 use crate::domain::model::ModelSpec;
 use crate::nn::{self, FieldError, NamedTensor, Targets};
+use crate::serving;
+use crate::serving::cache::CacheStats;
 use crate::serving::predict::{self, Prediction};
 use crate::serving::{
     EvaluationView, ExportMeta, FormatError, Nested, OutputKind, ServedModel, fastjson, formats, image, npy,
@@ -46,6 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(evaluate))
         .routes(routes!(get_weights))
         .routes(routes!(export_saved_model))
+        .routes(routes!(get_model_cache))
         .merge(large_bodies)
 }
 
@@ -205,26 +208,33 @@ fn view(info: &SavedModelInfo) -> Result<SavedModelView, ApiError> {
     })
 }
 
-/// The decoded model, from the cache or else from SQLite (then cached).
+/// The decoded model, from the cache or else from SQLite (then cached); concurrent first requests
+/// for a cold model share one read and decode.
 pub async fn served_model(state: &AppState, id: &str) -> Result<Arc<ServedModel>, ApiError> {
-    if let Some(m) = state.models.get(id) {
-        return Ok(m);
-    }
-    let token = state.models.removal_token();
-    let row = store::saved_models::get(&state.store, id)
+    state
+        .models
+        .get_or_load(id, || async {
+            let row = store::saved_models::get(&state.store, id)
+                .await
+                .map_err(|e| saved_error(e, id))?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<ServedModel> {
+                let spec: ModelSpec = serde_json::from_str(&row.spec)?;
+                let tensors = store::saved_models::decode_weights(&row.weights)?;
+                Ok(ServedModel::build(row.id, row.model_id, spec, &tensors)?)
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| ApiError::from(anyhow::anyhow!("stored saved model {id} does not decode: {e:#}")))
+        })
         .await
-        .map_err(|e| saved_error(e, id))?;
-    let served = tokio::task::spawn_blocking(move || -> anyhow::Result<ServedModel> {
-        let spec: ModelSpec = serde_json::from_str(&row.spec)?;
-        let tensors = store::saved_models::decode_weights(&row.weights)?;
-        Ok(ServedModel::build(row.id, row.model_id, spec, &tensors)?)
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(|e| anyhow::anyhow!("stored saved model {id} does not decode: {e:#}"))?;
-    let served = Arc::new(served);
-    state.models.insert_if_current(served.clone(), token);
-    Ok(served)
+}
+
+/// What the model cache holds and how well it serves: hits, misses, lookups that waited for
+/// another request's load of the same model, loads, evictions and the hit rate.
+#[utoipa::path(get, path = "/model-cache", operation_id = "get_model_cache", tag = "saved-models",
+    responses((status = 200, description = "Cache size and counters since the server started", body = CacheStats)))]
+pub async fn get_model_cache(State(state): State<AppState>) -> AppJson<CacheStats> {
+    AppJson(state.models.stats())
 }
 
 /// Stores a new saved model made of `served`'s weights and caches it; returns `201` with its view.
@@ -754,7 +764,7 @@ pub async fn evaluate(
     Ok(AppJson(view))
 }
 
-fn safetensors_response(bytes: Vec<u8>, filename: &str) -> Result<Response, ApiError> {
+fn file_response(bytes: Vec<u8>, filename: &str) -> Result<Response, ApiError> {
     let mut res = (StatusCode::OK, bytes).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -784,22 +794,50 @@ pub async fn get_weights(
 ) -> Result<Response, ApiError> {
     let served = served_model(&state, &id).await?;
     let bytes = formats::encode_weights(&served.model.tensors());
-    safetensors_response(bytes, &format!("{id}.weights.safetensors"))
+    file_response(bytes, &format!("{id}.weights.safetensors"))
 }
 
-/// The whole model as one `.safetensors` file (Keras `save`): the weights, and in the metadata
-/// `format` (`fitd.model/1`), `spec` (the architecture JSON, layers named), `name`, `metrics` and
+/// Query of `GET /v1/saved-models/{id}/export`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `safetensors` (default): fitd's own file, which `POST /v1/saved-models/import` reads back;
+    /// `onnx`: an ONNX model (opset 13) of the preprocessing and the network.
+    pub format: Option<String>,
+}
+
+/// The whole model as one file.
+///
+/// `format=safetensors` (the default, Keras `save`): the weights, and in the metadata `format`
+/// (`fitd.model/1`), `spec` (the architecture JSON, layers named), `name`, `metrics` and
 /// `preprocessing` (rescaling scale/offset and fitted PCA sizes).
+///
+/// `format=onnx`: an ONNX model (opset 13, IR 7) with the whole preprocessing (rescaling, PCA) and
+/// the network; input `input` `[batch, ...input_shape]` float32 with a dynamic batch dimension,
+/// output `probabilities` `[batch, units]` for classifiers (softmax or one sigmoid unit), else
+/// `values`. onnxruntime reproduces fitd's predictions to float32 rounding.
 #[utoipa::path(get, path = "/saved-models/{id}/export", operation_id = "export_saved_model", tag = "saved-models",
-    params(("id" = String, Path, description = "Saved model id")),
+    params(("id" = String, Path, description = "Saved model id"), ExportQuery),
     responses(
-        (status = 200, description = "The model file", body = SafetensorsFile, content_type = "application/octet-stream"),
+        (status = 200, description = "The model file (`.safetensors` or `.onnx`, named in `Content-Disposition`)", body = SafetensorsFile, content_type = "application/octet-stream"),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown `format`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn export_saved_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    let onnx = match q.format.as_deref() {
+        None | Some("safetensors") => false,
+        Some("onnx") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "format",
+                format!("must be safetensors or onnx, got {other:?}"),
+            ));
+        }
+    };
     let served = served_model(&state, &id).await?;
     let info = store::saved_models::get_info(&state.store, &id)
         .await
@@ -809,13 +847,19 @@ pub async fn export_saved_model(
         Err(store::Error::NotFound(_)) => "model".to_string(),
         Err(e) => return Err(e.into()),
     };
+    if onnx {
+        let bytes = tokio::task::spawn_blocking(move || serving::onnx::export(&served, &name))
+            .await
+            .map_err(anyhow::Error::from)?;
+        return file_response(bytes, &format!("{id}.onnx"));
+    }
     let meta = ExportMeta {
         spec: served.spec.clone(),
         name,
         metrics: serde_json::from_str(&info.metrics).unwrap_or_else(|_| serde_json::json!({})),
     };
     let bytes = formats::encode_export(&served.model.tensors(), &meta);
-    safetensors_response(bytes, &format!("{id}.fitd.safetensors"))
+    file_response(bytes, &format!("{id}.fitd.safetensors"))
 }
 
 /// Load an exported model file (Keras `load_model`): creates its architecture and a saved model.

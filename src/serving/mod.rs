@@ -5,6 +5,7 @@ pub mod fastjson;
 pub mod formats;
 pub mod image;
 pub mod npy;
+pub mod onnx;
 pub mod predict;
 pub mod tensor;
 

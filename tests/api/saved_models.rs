@@ -1366,3 +1366,160 @@ async fn bad_npy_bodies_are_422_problems_checked_before_allocating() {
     }
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+/// ONNX exports checked with the ONNX project's own tools (`tests/python/check_onnx.py`:
+/// `onnx.checker` with the full check, onnxruntime predictions within 1e-5 of fitd's), over models
+/// that together use every layer type (flatten, dense with and without bias, dropout, rescaling with
+/// scale and offset, PCA) and every activation (relu, tanh, sigmoid, linear, softmax), for softmax and
+/// sigmoid classifiers and a regressor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onnx_exports_predict_in_onnxruntime_as_fitd_does() {
+    python_with(
+        &["numpy", "onnx", "onnxruntime"],
+        &["numpy", "onnx", "onnxruntime"],
+    );
+    let app = spawn_app().await;
+    let mut cases: Vec<(String, Vec<usize>, Array2<f32>, &str)> = Vec::new();
+    let (book, _) = book_saved_model(&app).await;
+    cases.push((book, vec![28, 28], pixels(7, 784, 1), "probabilities"));
+    let (pca, _) = pca_saved_model(&app).await;
+    cases.push((pca, vec![6, 6], pixels(7, 36, 2), "probabilities"));
+    let specs = [
+        (
+            json!({"name": "bin", "input_shape": [5], "layers": [
+                {"type": "rescaling", "scale": 0.5, "offset": -1.0},
+                {"type": "dense", "units": 8, "activation": "sigmoid"},
+                {"type": "dense", "units": 6, "use_bias": false},
+                {"type": "dense", "units": 1, "activation": "sigmoid"}]}),
+            vec![5],
+            "probabilities",
+        ),
+        (
+            json!({"name": "reg", "input_shape": [3, 4], "layers": [
+                {"type": "flatten"},
+                {"type": "dense", "units": 16, "activation": "relu", "use_bias": false},
+                {"type": "dropout", "rate": 0.5},
+                {"type": "dense", "units": 8, "activation": "tanh"},
+                {"type": "dense", "units": 2}]}),
+            vec![3, 4],
+            "values",
+        ),
+    ];
+    for (i, (spec, shape, output)) in specs.into_iter().enumerate() {
+        let (model_id, model) = create_model(&app, &spec, 30 + i as u64).await;
+        let saved = upload(&app, &model_id, &model).await;
+        let features = shape.iter().product();
+        let x = pixels(7, features, 3 + i as u32).mapv(|v| v / 64.0 - 1.5);
+        cases.push((saved["id"].as_str().unwrap().to_string(), shape, x, output));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (id, shape, x, output)) in cases.iter().enumerate() {
+        let res = app
+            .get(&format!("/v1/saved-models/{id}/export?format=onnx"))
+            .await;
+        assert_eq!(res.status(), 200);
+        assert!(
+            res.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .ends_with(".onnx\""),
+            "{:?}",
+            res.headers()
+        );
+        let model_file = dir.path().join(format!("m{n}.onnx"));
+        std::fs::write(&model_file, res.bytes().await.unwrap()).unwrap();
+        let batch_shape: Vec<usize> = std::iter::once(x.nrows()).chain(shape.iter().copied()).collect();
+        let x_npy = npy::encode_f32(&batch_shape, x.as_slice().unwrap());
+        let res = post_npy(&app, id, x_npy.clone(), Some("application/x-npy")).await;
+        assert_eq!(res.status(), 200);
+        let (xs, ys) = (
+            dir.path().join(format!("x{n}.npy")),
+            dir.path().join(format!("y{n}.npy")),
+        );
+        std::fs::write(&xs, &x_npy).unwrap();
+        std::fs::write(&ys, res.bytes().await.unwrap()).unwrap();
+        let output = std::ffi::OsString::from(output);
+        run_python(
+            "check_onnx.py",
+            &[model_file.as_os_str(), xs.as_os_str(), ys.as_os_str(), &output],
+        );
+    }
+
+    let (id, _, _, _) = &cases[0];
+    let problem = assert_problem(
+        app.get(&format!("/v1/saved-models/{id}/export?format=pytorch"))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(error_fields(&problem), ["format"]);
+    assert_problem(app.get("/v1/saved-models/nope/export?format=onnx").await, 404).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_predicts_of_a_cold_model_decode_it_once_and_the_cache_reports_it() {
+    let app = spawn_app().await;
+    let (id, model) = book_saved_model(&app).await;
+    // A restart empties the cache: the model is cold.
+    let app = app.restart().await;
+    let stats: Value = app.get("/v1/model-cache").await.json().await.unwrap();
+    assert_eq!(stats["models"], 0, "{stats}");
+    assert_eq!(stats["capacity_bytes"], 512 << 20);
+    assert_eq!(stats["hit_rate"], Value::Null);
+
+    let x = pixels(1, 784, 5);
+    let body = json!({"instances": rows_json(&x, None)});
+    let path = format!("/v1/saved-models/{id}/predict");
+    let answers = futures_util::future::join_all((0..16).map(|_| app.post_json(&path, &body))).await;
+    for res in answers {
+        assert_eq!(res.status(), 200);
+        let got: Value = res.json().await.unwrap();
+        assert_eq!(bits(&probabilities(&got)), bits(&engine_rows(&model, &x)));
+    }
+    let stats: Value = app.get("/v1/model-cache").await.json().await.unwrap();
+    assert_eq!(stats["loads"], 1, "{stats}");
+    assert_eq!(stats["misses"], 1, "{stats}");
+    assert!(stats["waits"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(
+        stats["hits"].as_u64().unwrap() + stats["waits"].as_u64().unwrap(),
+        15,
+        "{stats}"
+    );
+    assert_eq!(stats["models"], 1);
+    assert_eq!(stats["bytes"], 79_510 * 4);
+
+    // Warm now: every lookup is a hit. Unknown ids count as failed loads.
+    predict(&app, &id, rows_json(&x, None)).await;
+    assert_problem(app.post_json("/v1/saved-models/nope/predict", &body).await, 404).await;
+    let stats: Value = app.get("/v1/model-cache").await.json().await.unwrap();
+    assert_eq!(stats["load_failures"], 1, "{stats}");
+    let lookups = ["hits", "misses", "waits"]
+        .iter()
+        .map(|k| stats[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(lookups, 18);
+    let rate = stats["hit_rate"].as_f64().unwrap();
+    assert_eq!(rate, stats["hits"].as_f64().unwrap() / 18.0);
+}
+
+#[tokio::test]
+async fn the_cache_evicts_the_least_recently_used_model_past_its_budget() {
+    // Room for one book model (318,040 bytes of weights), not two.
+    let app = spawn_app_with(|c| c.model_cache_bytes = 500_000).await;
+    let (a, _) = book_saved_model(&app).await;
+    let (b, _) = book_saved_model(&app).await;
+    let stats: Value = app.get("/v1/model-cache").await.json().await.unwrap();
+    assert_eq!(
+        (stats["models"].clone(), stats["evictions"].clone()),
+        (json!(1), json!(1)),
+        "{stats}"
+    );
+    let x = rows_json(&pixels(1, 784, 2), None);
+    predict(&app, &a, x.clone()).await;
+    predict(&app, &b, x).await;
+    let stats: Value = app.get("/v1/model-cache").await.json().await.unwrap();
+    assert_eq!(stats["loads"], 2, "{stats}");
+    assert_eq!(stats["evictions"], 3, "{stats}");
+    assert_eq!(stats["capacity_bytes"], 500_000);
+}

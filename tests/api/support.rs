@@ -199,4 +199,6 @@ pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Shown with `cargo test -- --nocapture`.
+    print!("{script}: {}", String::from_utf8_lossy(&out.stdout));
 }
