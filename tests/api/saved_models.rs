@@ -1460,7 +1460,15 @@ async fn onnx_exports_predict_in_onnxruntime_as_fitd_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_predicts_of_a_cold_model_decode_it_once_and_the_cache_reports_it() {
     let app = spawn_app().await;
-    let (id, model) = book_saved_model(&app).await;
+    // 1.6 million weights: reading and decoding them takes long enough for every request to arrive.
+    let spec = json!({"name": "wide", "input_shape": [784], "layers": [
+        {"type": "dense", "units": 2000, "activation": "relu"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]});
+    let (model_id, model) = create_model(&app, &spec, 9).await;
+    let id = upload(&app, &model_id, &model).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A restart empties the cache: the model is cold.
     let app = app.restart().await;
     let stats: Value = app.get("/v1/model-cache").await.json().await.unwrap();
@@ -1468,6 +1476,10 @@ async fn concurrent_first_predicts_of_a_cold_model_decode_it_once_and_the_cache_
     assert_eq!(stats["capacity_bytes"], 512 << 20);
     assert_eq!(stats["hit_rate"], Value::Null);
 
+    // Open the 16 connections first, so the predicts all go out at once.
+    for res in futures_util::future::join_all((0..16).map(|_| app.get("/healthz"))).await {
+        assert_eq!(res.status(), 200);
+    }
     let x = pixels(1, 784, 5);
     let body = json!({"instances": rows_json(&x, None)});
     let path = format!("/v1/saved-models/{id}/predict");
@@ -1487,7 +1499,7 @@ async fn concurrent_first_predicts_of_a_cold_model_decode_it_once_and_the_cache_
         "{stats}"
     );
     assert_eq!(stats["models"], 1);
-    assert_eq!(stats["bytes"], 79_510 * 4);
+    assert_eq!(stats["bytes"], (784 * 2000 + 2000 + 2000 * 10 + 10) * 4);
 
     // Warm now: every lookup is a hit. Unknown ids count as failed loads.
     predict(&app, &id, rows_json(&x, None)).await;
