@@ -134,6 +134,11 @@ impl Scanner<'_> {
     }
 
     /// A JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    ///
+    /// Numbers with at most 19 significant digits whose value is `m * 10^e` with `m < 2^53` and
+    /// `|e| <= 22` (integers, pixel values, 4-decimal features) take Clinger's fast path: `m` and
+    /// `10^|e|` are exact doubles, so one multiplication or division gives the correctly rounded
+    /// result, the same bits `str::parse` would. Anything else goes to `str::parse`.
     fn number(&mut self) -> Option<f64> {
         let start = self.i;
         let b = self.b;
@@ -143,50 +148,82 @@ impl Scanner<'_> {
             i += 1;
         }
         let int_start = i;
-        let mut value: u64 = 0;
+        let mut mantissa: u64 = 0;
         while let Some(c @ b'0'..=b'9') = b.get(i) {
-            value = value.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+            mantissa = mantissa.wrapping_mul(10).wrapping_add((c - b'0') as u64);
             i += 1;
         }
         let int_len = i - int_start;
         if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
             return None;
         }
-        let mut simple = true;
+        let mut digits = int_len;
+        let mut frac_len = 0usize;
         if b.get(i) == Some(&b'.') {
-            simple = false;
             i += 1;
             let s = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
+            while let Some(c @ b'0'..=b'9') = b.get(i) {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add((c - b'0') as u64);
                 i += 1;
             }
-            if i == s {
+            frac_len = i - s;
+            if frac_len == 0 {
                 return None;
             }
+            digits += frac_len;
         }
+        let mut exp: i64 = 0;
+        let mut exp_ok = true;
         if matches!(b.get(i), Some(b'e' | b'E')) {
-            simple = false;
             i += 1;
-            if matches!(b.get(i), Some(b'+' | b'-')) {
-                i += 1;
-            }
+            let exp_neg = match b.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
             let s = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
+            while let Some(c @ b'0'..=b'9') = b.get(i) {
+                if exp < 100_000 {
+                    exp = exp * 10 + (c - b'0') as i64;
+                } else {
+                    exp_ok = false;
+                }
                 i += 1;
             }
             if i == s {
                 return None;
+            }
+            if exp_neg {
+                exp = -exp;
             }
         }
         self.i = i;
-        // Up to 15 digits an integer is exact in f64 and in the u64 accumulator.
-        if simple && int_len <= 15 {
-            let v = value as f64;
+        // Leading zeros ("0.0012") add digits but not magnitude; 19 digits cannot overflow a u64.
+        let e10 = exp - frac_len as i64;
+        if exp_ok && digits <= 19 && mantissa < (1 << 53) && (-22..=22).contains(&e10) {
+            let m = mantissa as f64;
+            let v = if e10 < 0 {
+                m / POW10[(-e10) as usize]
+            } else {
+                m * POW10[e10 as usize]
+            };
             return Some(if neg { -v } else { v });
         }
         std::str::from_utf8(&b[start..i]).ok()?.parse::<f64>().ok()
     }
 }
+
+/// `10^k` for `k` in `0..=22`, every one exact in an `f64`.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
+];
 
 #[cfg(test)]
 mod tests {
@@ -273,6 +310,70 @@ mod tests {
         let rows: Vec<String> = (0..1000).map(|_| format!("[{}]", row.join(", "))).collect();
         let body = format!("{{\"instances\": [{}]}}", rows.join(", "));
         assert_eq!(instances_body(body.as_bytes()).unwrap(), serde(&body).unwrap());
+    }
+
+    #[test]
+    fn numbers_parse_to_the_bits_str_parse_gives() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "1e22",
+            "1e23",
+            "9007199254740993",
+            "9007199254740992.5",
+            "0.1",
+            "0.30000000000000004",
+            "123456789012345678",
+            "1234567890123456789",
+            "12345678901234567890",
+            "4.9e-324",
+            "1e-400",
+            "1.7976931348623157e308",
+            "2e308",
+            "0.0000000000000000000001",
+            "1E+2",
+            "1e-22",
+            "1e-23",
+            "-12.3400",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20_000 {
+            let r = next();
+            let int = r % 1_000_000;
+            let frac_len = (r >> 20) % 8;
+            let frac = (r >> 24) % 10u64.pow(frac_len as u32);
+            let mut t = if frac_len == 0 {
+                int.to_string()
+            } else {
+                format!("{int}.{frac:0width$}", width = frac_len as usize)
+            };
+            if (r >> 40).is_multiple_of(5) {
+                t = format!("{t}e{}", (r >> 44) % 50);
+            }
+            if (r >> 50).is_multiple_of(2) {
+                t = format!("-{t}");
+            }
+            texts.push(t);
+        }
+        for t in &texts {
+            let mut p = Scanner {
+                b: t.as_bytes(),
+                i: 0,
+            };
+            let got = p.number().unwrap();
+            assert_eq!(p.i, t.len(), "{t}");
+            assert_eq!(got.to_bits(), t.parse::<f64>().unwrap().to_bits(), "{t}");
+        }
     }
 
     #[test]
