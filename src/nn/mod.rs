@@ -12,6 +12,7 @@ pub mod pca;
 mod pool;
 pub mod schedule;
 pub mod spec;
+pub mod tensor_file;
 pub mod train;
 
 pub use callbacks::{

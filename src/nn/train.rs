@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use ndarray::{Array2, ArrayView2, s};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::callbacks::{Callback, EarlyStopping, EpochLogs, ModelCheckpoint};
 use super::config::{TrainConfig, validation_split_errors};
@@ -21,6 +20,7 @@ use super::model::{Gather, Model, NamedTensor, Workspace};
 use super::optim::OptimizerState;
 use super::pool::{Pool, SendPtr, resolve_threads};
 use super::spec::ModelConfig;
+use super::tensor_file;
 
 /// Inputs and targets, shared so that several trainers (or a trainer and a server cache) can hold
 /// the same data without copies.
@@ -469,19 +469,23 @@ impl Trainer {
     /// step count, epoch, RNG position, metric history (the callbacks' whole state) and the best
     /// weights. A safetensors file with string metadata.
     pub fn save_state(&self) -> Vec<u8> {
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        let mut tensors: Vec<NamedTensor> = Vec::new();
+        let named = |name: String, shape: Vec<usize>, data: &[f32]| NamedTensor {
+            name,
+            shape,
+            data: data.to_vec(),
+        };
         for t in self.model.tensors() {
-            tensors.push((format!("model/{}", t.name), t.shape, bytes(&t.data)));
+            tensors.push(named(format!("model/{}", t.name), t.shape, &t.data));
         }
         let slot_names = self.cfg.optimizer.slot_names();
         for (pname, slots) in self.model.param_names().iter().zip(&self.opt.slots) {
             for (sname, slot) in slot_names.iter().zip(slots) {
-                tensors.push((format!("opt/{pname}/{sname}"), vec![slot.len()], bytes(slot)));
+                tensors.push(named(format!("opt/{pname}/{sname}"), vec![slot.len()], slot));
             }
         }
         for t in self.best_weights.iter().flatten() {
-            tensors.push((format!("best/{}", t.name), t.shape.clone(), bytes(&t.data)));
+            tensors.push(named(format!("best/{}", t.name), t.shape.clone(), &t.data));
         }
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), STATE_FORMAT.to_string());
@@ -512,13 +516,7 @@ impl Trainer {
                 }
             },
         );
-        let views = tensors.iter().map(|(name, shape, data)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), data).expect("consistent shape"),
-            )
-        });
-        safetensors::serialize(views, Some(meta)).expect("serialising in-memory f32 tensors cannot fail")
+        tensor_file::encode(&tensors, meta)
     }
 
     /// Rebuilds a trainer from [`Trainer::save_state`] bytes, the same model configuration, training
@@ -531,9 +529,7 @@ impl Trainer {
         val: Option<Data>,
     ) -> Result<Trainer> {
         let bad = |m: String| Error::State(m);
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let (all, meta) = tensor_file::decode(bytes).map_err(|e| bad(e.to_string()))?;
         let get = |k: &str| {
             meta.get(k)
                 .map(String::as_str)
@@ -544,25 +540,7 @@ impl Trainer {
             STATE_FORMAT_V1 => true,
             other => return Err(bad(format!("unknown format {other:?}"))),
         };
-        let mut tensors: HashMap<String, NamedTensor> = HashMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(bad(format!("tensor {name} is {:?}, not F32", view.dtype())));
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            tensors.insert(
-                name.clone(),
-                NamedTensor {
-                    name,
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
-        }
+        let tensors: HashMap<String, NamedTensor> = all.into_iter().map(|t| (t.name.clone(), t)).collect();
         let prefixed = |prefix: &str| -> Vec<NamedTensor> {
             let mut v: Vec<NamedTensor> = tensors
                 .values()

@@ -8,10 +8,9 @@
 
 use std::collections::HashMap;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-
 use crate::domain::model::{LayerSpec, ModelSpec};
 use crate::nn::NamedTensor;
+use crate::nn::tensor_file::{self, TensorFileError};
 
 /// `format` metadata of a weights file.
 pub const WEIGHTS_FORMAT: &str = "fitd.weights/1";
@@ -45,19 +44,9 @@ pub struct ExportMeta {
     pub metrics: serde_json::Value,
 }
 
-/// Serialises `tensors` as a safetensors file with `metadata`.
+/// Serialises `tensors` as a safetensors file with `metadata` (the one codec, [`tensor_file`]).
 pub fn encode(tensors: &[NamedTensor], metadata: HashMap<String, String>) -> Vec<u8> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views = tensors.iter().zip(&bytes).map(|(t, b)| {
-        (
-            t.name.clone(),
-            TensorView::new(Dtype::F32, t.shape.clone(), b).expect("a NamedTensor's shape matches its data"),
-        )
-    });
-    safetensors::serialize(views, Some(metadata)).expect("serialising in-memory f32 tensors cannot fail")
+    tensor_file::encode(tensors, metadata)
 }
 
 /// A weights file: the tensors only, with `format` metadata.
@@ -114,34 +103,10 @@ pub fn encode_export(tensors: &[NamedTensor], meta: &ExportMeta) -> Vec<u8> {
 
 /// Reads every tensor of a safetensors file and its metadata; all tensors must be `F32`.
 pub fn decode(bytes: &[u8]) -> Result<(Vec<NamedTensor>, HashMap<String, String>), FormatError> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| FormatError::NotSafetensors(e.to_string()))?;
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| FormatError::NotSafetensors(e.to_string()))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let mut bad = Vec::new();
-    let mut tensors = Vec::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            bad.push(format!("{name} is {:?}", view.dtype()));
-            continue;
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        tensors.push(NamedTensor {
-            name,
-            shape: view.shape().to_vec(),
-            data,
-        });
-    }
-    if !bad.is_empty() {
-        bad.sort();
-        return Err(FormatError::Dtype(bad));
-    }
-    tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok((tensors, meta))
+    tensor_file::decode(bytes).map_err(|e| match e {
+        TensorFileError::NotSafetensors(m) => FormatError::NotSafetensors(m),
+        TensorFileError::Dtype(list) => FormatError::Dtype(list),
+    })
 }
 
 /// Reads a whole-model export: its tensors and the spec and name from its metadata.
@@ -202,6 +167,7 @@ pub fn weights_from_training_state(bytes: &[u8]) -> Result<Vec<NamedTensor>, For
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
 
     fn tensors() -> Vec<NamedTensor> {
         vec![

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Error, Store, map_sqlx};
 use crate::nn::NamedTensor;
+use crate::nn::tensor_file;
 
 /// Where a saved model's weights came from (the `source` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,44 +122,14 @@ pub async fn get(store: &Store, id: &str) -> Result<SavedModelRow, Error> {
 /// Safetensors bytes of a model's tensors (names as `Model::tensors` gives them, f32 little-endian),
 /// the format Keras-side tools and `GET /v1/saved-models/{id}/weights` use.
 pub fn encode_weights(tensors: &[NamedTensor]) -> Vec<u8> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|f| f.to_le_bytes()).collect())
-        .collect();
-    let views = tensors.iter().zip(&bytes).map(|(t, b)| {
-        (
-            t.name.clone(),
-            TensorView::new(Dtype::F32, t.shape.clone(), b).expect("a tensor's shape matches its data"),
-        )
-    });
-    safetensors::serialize(views, None::<HashMap<String, String>>)
-        .expect("serialising in-memory f32 tensors cannot fail")
+    tensor_file::encode(tensors, HashMap::new())
 }
 
 /// Reads [`encode_weights`] bytes back, in the order they are stored (sorted by name).
 pub fn decode_weights(bytes: &[u8]) -> Result<Vec<NamedTensor>, Error> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Corrupt(format!("weights: {e}")))?;
-    let mut out = Vec::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::Corrupt(format!(
-                "weights: tensor {name} is {:?}, not F32",
-                view.dtype()
-            )));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.push(NamedTensor {
-            name,
-            shape: view.shape().to_vec(),
-            data,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    tensor_file::decode(bytes)
+        .map(|(tensors, _)| tensors)
+        .map_err(|e| Error::Corrupt(format!("weights: {e}")))
 }
 
 /// A saved model without its weights: what lists and views need.
