@@ -539,5 +539,45 @@ async fn run(secs: f64, n_req: usize) {
         .send()
         .await
         .unwrap();
+
+    // 7. Memory: a 191 MB predict body streamed without Content-Length is cut off at the predict limit.
+    let pid = server.child.id();
+    let status = |key: &str| -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.lines()
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Resets the peak resident size the kernel reports (VmHWM) to the current one.
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let before = status("VmRSS:");
+    let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
+    let chunks = (0..191).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+    let res = client
+        .post(format!("{base}{predict_path}"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await;
+    let answer = res
+        .map(|r| r.status().to_string())
+        .unwrap_or_else(|e| format!("connection closed ({e})"));
+    println!(
+        "\n191 MB predict body without Content-Length: {answer}; server resident {before:.0} MB before, peak {:.0} MB{}",
+        status("VmHWM:"),
+        if reset {
+            ""
+        } else {
+            " (peak not reset: includes the earlier runs)"
+        }
+    );
     drop(server);
 }
