@@ -46,7 +46,7 @@ pub enum Error {
     /// one side empty, ...).
     #[error("invalid training option {field}: {reason}")]
     TrainOption { field: &'static str, reason: String },
-    /// The loss became NaN or infinite during training.
+    /// The loss became NaN, or too large for the 32-bit floats training computes in.
     #[error(
         "the loss became {value} at epoch {epoch}, batch {batch}; lower the learning rate or rescale the inputs"
     )]

@@ -276,18 +276,21 @@ impl Trainer {
                 |r| perm[lo + r],
                 Some(self.ws.grads[ob].slice_mut(s![..m, ..])),
             );
-            if !st.loss.is_finite() {
+            // Keras computes the loss in float32: one beyond its range has diverged as surely as NaN.
+            let batch_loss = (st.loss / m as f64) as f32;
+            if !batch_loss.is_finite() {
                 self.ws.input = input;
                 if !self.terminates_on_nan() {
                     return Err(Error::LossDiverged {
                         epoch: self.epoch,
                         batch: b,
-                        value: st.loss / m as f64,
+                        value: batch_loss as f64,
                     });
                 }
-                // Keras stops after this batch and still ends the epoch (validation, callbacks);
-                // here the batch's update is skipped, so the weights stay finite.
-                stats.loss = st.loss;
+                // Keras stops after this batch and still ends the epoch (validation, callbacks),
+                // logging the non-finite loss; here the batch's update is skipped, so the weights
+                // stay finite.
+                stats.loss = batch_loss as f64;
                 stats.correct += st.correct;
                 seen = hi;
                 terminated = true;
