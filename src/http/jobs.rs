@@ -84,7 +84,9 @@ pub struct JobList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryView {
     pub epoch: Vec<i64>,
-    /// `loss`, `accuracy`, `val_loss`, `val_accuracy` (those the job computes).
+    /// `loss`, `accuracy`, `val_loss`, `val_accuracy` (those the job computes) and `learning_rate`,
+    /// the optimizer's rate at the end of each epoch (before callbacks change it). A loss that was
+    /// not finite (`terminate_on_nan`'s last epoch) is `null`.
     #[schema(value_type = Object)]
     pub history: serde_json::Map<String, Value>,
 }
@@ -528,7 +530,7 @@ pub async fn get_job_history(
         metrics.push(parse_json_column(&r.metrics, "epoch metrics")?);
     }
     let mut history = serde_json::Map::new();
-    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"] {
         if metrics.iter().any(|m| m.contains_key(key)) {
             let values = metrics
                 .iter()

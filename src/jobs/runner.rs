@@ -243,11 +243,13 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
             EpochOutcome::Completed { logs, .. } => logs,
             EpochOutcome::Cancelled => return stop(shared, job, flags),
         };
-        let metrics = metrics_json(&logs, plan.accuracy);
+        let mut metrics = metrics_json(&logs, plan.accuracy);
+        // History's `learning_rate`, as Keras's rate callbacks log it.
+        metrics["learning_rate"] = json!(logs.learning_rate);
         let duration_ms = logs.duration.as_secs_f64() * 1000.0;
         let mut event = json!({"epoch": logs.epoch, "loss": logs.loss,
             "accuracy": null, "val_loss": logs.val_loss, "val_accuracy": null,
-            "duration_ms": duration_ms});
+            "learning_rate": logs.learning_rate, "duration_ms": duration_ms});
         if plan.accuracy {
             event["accuracy"] = json!(logs.accuracy);
             event["val_accuracy"] = json!(logs.val_accuracy);

@@ -728,11 +728,17 @@ struct Server {
     app: Remote,
 }
 
-/// Starts the real `fitd` binary on `db`.
-async fn start_binary(db: &std::path::Path) -> Server {
+/// Starts the real `fitd` binary on `db` with `workers` training threads.
+async fn start_binary(db: &std::path::Path, workers: usize) -> Server {
     let port = free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_fitd"))
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--workers", "1"])
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            &workers.to_string(),
+        ])
         .arg("--db")
         .arg(db)
         .env("RUST_LOG", "warn")
@@ -772,70 +778,123 @@ async fn saved_weights(db: &std::path::Path, saved_model_id: &str) -> Vec<u8> {
 async fn a_job_killed_mid_training_resumes_and_ends_bit_identical_to_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("fitd.db");
-    let mut s = start_binary(&db).await;
+    let mut s = start_binary(&db, 2).await;
     let ds = digits_dataset(&s.app).await;
     let model = digits_model(&s.app, 256).await;
     let epochs = 8;
-    let mut body = long_body(&model, &ds, epochs);
-    // Callback state (early stopping's history and best weights) must survive the restart too.
-    body["callbacks"] = json!([
+    // Callback state (early stopping's history and best weights, the learning rate the table and
+    // the plateau set) must survive the restart too.
+    let mut callbacks_job = long_body(&model, &ds, epochs);
+    callbacks_job["callbacks"] = json!([
         {"type": "early_stopping", "monitor": "val_loss", "patience": 100, "restore_best_weights": true},
-        {"type": "model_checkpoint", "monitor": "val_accuracy", "save_best_only": true}]);
-    let job = submit(&s.app, &body).await;
-    let id = job["id"].as_str().unwrap().to_string();
-    wait_until(&s.app, &id, 120, |j| j["epoch"].as_i64().is_some_and(|e| e >= 1)).await;
+        {"type": "model_checkpoint", "monitor": "val_accuracy", "save_best_only": true},
+        {"type": "learning_rate_scheduler", "schedule": [{"epoch": 0, "learning_rate": 0.002},
+                                                         {"epoch": 4, "learning_rate": 0.001}]},
+        {"type": "reduce_lr_on_plateau", "monitor": "val_loss", "min_delta": 1e9, "patience": 1,
+         "factor": 0.5, "cooldown": 2},
+        {"type": "terminate_on_nan"}]);
+    // And a schedule's position: it follows the step count in the checkpoint.
+    let mut schedule_job = long_body(&model, &ds, epochs);
+    schedule_job["compile"]["optimizer"]["learning_rate"] = json!({"type": "cosine_decay",
+        "initial_learning_rate": 0.0, "decay_steps": 10000, "alpha": 0.05,
+        "warmup_target": 0.002, "warmup_steps": 2000});
+    let bodies = [callbacks_job, schedule_job];
+    let mut ids = Vec::new();
+    for body in &bodies {
+        ids.push(submit(&s.app, body).await["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        wait_until(&s.app, id, 120, |j| j["epoch"].as_i64().is_some_and(|e| e >= 1)).await;
+    }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
 
-    let mut s = start_binary(&db).await;
-    let j = wait_finished(&s.app, &id).await;
-    assert_eq!(j["status"], "succeeded", "{j}");
-    assert!(j["attempts"].as_i64().unwrap() >= 2, "it was resumed: {j}");
-    let h: Value = s
-        .app
-        .get(&format!("/v1/jobs/{id}/history"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        h["epoch"],
-        json!((0..epochs).collect::<Vec<_>>()),
-        "each epoch once: {h}"
+    let mut s = start_binary(&db, 2).await;
+    let mut resumed = Vec::new();
+    for id in &ids {
+        let j = wait_finished(&s.app, id).await;
+        assert_eq!(j["status"], "succeeded", "{j}");
+        assert!(j["attempts"].as_i64().unwrap() >= 2, "it was resumed: {j}");
+        let h: Value = s
+            .app
+            .get(&format!("/v1/jobs/{id}/history"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            h["epoch"],
+            json!((0..epochs).collect::<Vec<_>>()),
+            "each epoch once: {h}"
+        );
+        let ev = read_events(&s.app, id, None, 10_000).await;
+        let epoch_events: Vec<(i64, Value)> = ev
+            .iter()
+            .filter(|e| e.event == "epoch")
+            .map(|e| (e.data["epoch"].as_i64().unwrap(), e.data["learning_rate"].clone()))
+            .collect();
+        let expected: Vec<(i64, Value)> = (0..epochs as i64)
+            .zip(h["history"]["learning_rate"].as_array().unwrap().iter().cloned())
+            .collect();
+        assert_eq!(
+            epoch_events, expected,
+            "epoch events carry History's learning rates"
+        );
+        resumed.push((j, h));
+    }
+    // As the f32 values training used (JSON's decimal round trip may move an f64's last bit).
+    let rates = |h: &Value| -> Vec<f32> {
+        h["history"]["learning_rate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let r = rates(&resumed[0].1);
+    assert_eq!(&r[..5], &[0.002, 0.002, 0.001, 0.001, 0.001], "{r:?}");
+    assert!(
+        rates(&resumed[1].1).windows(2).all(|w| w[0] != w[1]),
+        "the schedule moves each epoch"
     );
-    let ev = read_events(&s.app, &id, None, 10_000).await;
-    let epoch_events: Vec<i64> = ev
-        .iter()
-        .filter(|e| e.event == "epoch")
-        .map(|e| e.data["epoch"].as_i64().unwrap())
-        .collect();
-    assert_eq!(epoch_events, (0..epochs as i64).collect::<Vec<_>>());
 
-    // The same request again, uninterrupted.
-    let again = submit(&s.app, &body).await;
-    let j2 = wait_finished(&s.app, again["id"].as_str().unwrap()).await;
-    assert_eq!(j2["status"], "succeeded");
-    let h2: Value = s
-        .app
-        .get(&format!("/v1/jobs/{}/history", again["id"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(h["history"], h2["history"], "identical metrics epoch by epoch");
+    // The same requests again, uninterrupted.
+    let mut again = Vec::new();
+    for body in &bodies {
+        again.push(submit(&s.app, body).await["id"].as_str().unwrap().to_string());
+    }
+    let mut finished = Vec::new();
+    for (id, (_, h)) in again.iter().zip(&resumed) {
+        let j2 = wait_finished(&s.app, id).await;
+        assert_eq!(j2["status"], "succeeded");
+        let h2: Value = s
+            .app
+            .get(&format!("/v1/jobs/{id}/history"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            h["history"], h2["history"],
+            "identical metrics and rates epoch by epoch"
+        );
+        finished.push(j2);
+    }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
-    let a = saved_weights(&db, j["saved_model_id"].as_str().unwrap()).await;
-    let b = saved_weights(&db, j2["saved_model_id"].as_str().unwrap()).await;
-    assert!(!a.is_empty());
-    assert!(a == b, "final weights are bit-identical");
+    for ((j, _), j2) in resumed.iter().zip(&finished) {
+        let a = saved_weights(&db, j["saved_model_id"].as_str().unwrap()).await;
+        let b = saved_weights(&db, j2["saved_model_id"].as_str().unwrap()).await;
+        assert!(!a.is_empty());
+        assert!(a == b, "final weights are bit-identical");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("fitd.db");
-    let mut s = start_binary(&db).await;
+    let mut s = start_binary(&db, 1).await;
     let ds = digits_dataset(&s.app).await;
     let model = digits_model(&s.app, 256).await;
     let job = submit(&s.app, &long_body(&model, &ds, 4)).await;
@@ -892,7 +951,7 @@ async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishe
         "exited within a few seconds"
     );
 
-    let s = start_binary(&db).await;
+    let s = start_binary(&db, 1).await;
     let j: Value = s.app.get(&format!("/v1/jobs/{id}")).await.json().await.unwrap();
     assert_ne!(j["status"], "failed", "{j}");
     let j = wait_finished(&s.app, &id).await;

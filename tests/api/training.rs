@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::jobs::{digits_dataset, digits_model, job_body};
+use super::jobs::{
+    diabetes_regression, digits_dataset, digits_model, diverging_body, job_body, read_events, submit,
+    wait_finished,
+};
 use super::support::{TestApp, assert_problem, error_fields, spawn_app};
 
 /// Posts a body given as text, for JSON that `serde_json::Value` cannot hold (`1e400`, `NaN`).
@@ -163,4 +166,124 @@ async fn layer_numbers_beyond_32_bit_floats_are_refused_by_field() {
     )
     .await;
     assert_eq!(error_fields(&p), ["layers[0].scale", "layers[2].rate"]);
+}
+
+async fn history(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/jobs/{id}/history"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// History's learning rates as the f32 values training used (JSON's decimal round trip may move
+/// an f64 by its last bit, never an f32).
+fn rates(h: &Value) -> Vec<f32> {
+    h["history"]["learning_rate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_moves_the_learning_rate_every_step_and_history_and_sse_record_it() {
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 16).await;
+    // 1437 training samples in batches of 32: 45 steps per epoch, so a staircase of 45 steps
+    // halves the rate at each epoch's end.
+    let mut body = job_body(&model, &ds, 4);
+    body["compile"]["optimizer"] = json!({"type": "sgd", "momentum": 0.9, "learning_rate":
+        {"type": "exponential_decay", "initial_learning_rate": 0.1, "decay_steps": 45,
+         "decay_rate": 0.5, "staircase": true}});
+    let job = submit(&app, &body).await;
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(
+        job["request"]["compile"]["optimizer"]["learning_rate"]["type"],
+        "exponential_decay"
+    );
+    let j = wait_finished(&app, id).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let h = history(&app, id).await;
+    assert_eq!(rates(&h), [0.05, 0.025, 0.0125, 0.00625], "{h}");
+    assert!(
+        h["history"]["val_accuracy"][3].as_f64().unwrap() > 0.6,
+        "it trains: {h}"
+    );
+    let epochs: Vec<Value> = read_events(&app, id, None, 1000)
+        .await
+        .into_iter()
+        .filter(|e| e.event == "epoch")
+        .map(|e| e.data["learning_rate"].clone())
+        .collect();
+    assert_eq!(epochs, h["history"]["learning_rate"].as_array().unwrap().clone());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_lr_on_plateau_lowers_a_constant_rate_between_epochs() {
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 16).await;
+    let mut body = job_body(&model, &ds, 5);
+    body["compile"]["optimizer"] = json!({"type": "adam", "learning_rate": 0.004});
+    // No epoch improves val_loss by 1e9: after patience 1 the rate halves each epoch, down to min_lr.
+    body["callbacks"] = json!([{"type": "reduce_lr_on_plateau", "monitor": "val_loss", "factor": 0.5,
+                                "patience": 1, "min_delta": 1e9, "min_lr": 0.0015}]);
+    let job = submit(&app, &body).await;
+    let id = job["id"].as_str().unwrap();
+    let j = wait_finished(&app, id).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(
+        rates(&history(&app, id).await),
+        [0.004, 0.004, 0.002, 0.0015, 0.0015]
+    );
+    // A schedule cannot be combined with a callback that sets the rate, as in Keras.
+    body["compile"]["optimizer"]["learning_rate"] = json!({"type": "inverse_time_decay",
+        "initial_learning_rate": 0.01, "decay_steps": 10, "decay_rate": 0.5});
+    let p = assert_problem(app.post_json("/v1/jobs", &body).await, 422).await;
+    assert_eq!(error_fields(&p), ["callbacks[0].type"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_on_nan_ends_a_diverging_job_as_succeeded_with_the_last_finite_weights() {
+    let app = spawn_app().await;
+    let (ds, model) = diabetes_regression(&app).await;
+    let mut body = diverging_body(&model, &ds, 20);
+    body["callbacks"] = json!([{"type": "terminate_on_nan"}]);
+    let job = submit(&app, &body).await;
+    let id = job["id"].as_str().unwrap();
+    let j = wait_finished(&app, id).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["stop_reason"], "terminate_on_nan");
+    assert!(j["epoch"].as_i64().unwrap() < 19, "it stopped early: {j}");
+    let h = history(&app, id).await;
+    let losses = h["history"]["loss"].as_array().unwrap();
+    assert!(
+        losses.last().unwrap().is_null(),
+        "the last epoch's loss was not finite: {h}"
+    );
+    assert!(losses[..losses.len() - 1].iter().all(Value::is_number));
+    let ev = read_events(&app, id, None, 1000).await;
+    assert_eq!(ev.last().unwrap().data["stop_reason"], "terminate_on_nan");
+    // The saved model predicts finite numbers: the bad batch's update was never applied.
+    let saved = j["saved_model_id"].as_str().unwrap();
+    let res = app
+        .post_json(
+            &format!("/v1/saved-models/{saved}/predict"),
+            &json!({"instances": [[0.01, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let pred: Value = res.json().await.unwrap();
+    assert!(pred.to_string().chars().any(|c| c.is_ascii_digit()), "{pred}");
+    assert!(!pred.to_string().contains("null"), "finite predictions: {pred}");
+
+    // raise_error: the job fails with the divergence, as without the callback.
+    body["callbacks"] = json!([{"type": "terminate_on_nan", "raise_error": true}]);
+    let job = submit(&app, &body).await;
+    let j = wait_finished(&app, job["id"].as_str().unwrap()).await;
+    assert_eq!(j["status"], "failed", "{j}");
+    assert!(j["error"].to_string().contains("loss became"), "{j}");
 }
