@@ -246,6 +246,13 @@ describe('fitd dashboard', () => {
     await form.locator('input[name=epochs]').fill('5');
     await form.locator('input[name=batch_size]').fill('64');
     await form.locator('input[name=split]').fill('0.2');
+    // A cosine schedule with a warmup, and TerminateOnNaN.
+    await form.locator('select[name=schedule]').selectOption('cosine_decay');
+    await form.getByTestId('schedule-fields').waitFor();
+    await form.locator('input[name=decay_steps]').fill('400');
+    await form.locator('input[name=warmup_steps]').fill('50');
+    assert.equal(await form.locator('input[name=reduce_lr_on_plateau]').isDisabled(), true);
+    await form.locator('input[name=terminate_on_nan]').check();
     await form.getByRole('button', { name: 'Start job' }).click();
     await page.waitForURL(/#\/jobs\/[^/]+$/);
     state.jobId = hashId('jobs');
@@ -259,6 +266,16 @@ describe('fitd dashboard', () => {
     await shot('06-job-live');
     await page.locator('h1 [data-status=succeeded]').waitFor({ timeout: TRAIN_TIMEOUT });
     assert.equal(await page.locator('[data-testid=loss-chart] svg').getAttribute('data-points'), '5');
+    const job = await api('GET', `/v1/jobs/${state.jobId}`);
+    assert.deepEqual(job.body.request.compile.optimizer.learning_rate, {
+      type: 'cosine_decay', initial_learning_rate: 0, decay_steps: 400, warmup_target: 0.001, warmup_steps: 50,
+    });
+    assert.deepEqual(job.body.request.callbacks.map((c) => c.type), ['model_checkpoint', 'terminate_on_nan']);
+    const hist = await api('GET', `/v1/jobs/${state.jobId}/history`);
+    assert.equal(hist.body.history.learning_rate.length, 5);
+    // The rate rises through the warmup, then decays.
+    assert.ok(hist.body.history.learning_rate[0] > 0 && hist.body.history.learning_rate[4] < 0.001);
+    await page.locator('[data-testid=epoch-table] th', { hasText: 'learning_rate' }).waitFor();
     await page.locator('[data-testid=checkpoints] tbody tr').first().waitFor();
     await page.getByTestId('saved-model-link').waitFor();
     await shot('07-job-succeeded');

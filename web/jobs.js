@@ -10,6 +10,7 @@ const REFRESH_MS = 2000;
 const STOP_WORDS = {
   completed: 'ran all its epochs',
   early_stopping: 'stopped early: the monitored metric stopped improving',
+  terminate_on_nan: 'stopped at a NaN or infinite loss (terminate_on_nan); the weights are those before it',
   cancelled: 'was cancelled',
   error: 'stopped on an error',
 };
@@ -199,6 +200,11 @@ function startJobForm(models, datasets, saved, query) {
     optimizer: select('optimizer', ['adam', 'sgd', 'rmsprop', 'adagrad'], 'adam'),
     learning_rate: h('input', { name: 'learning_rate', type: 'number', step: 'any', min: '0', value: '0.001' }),
     momentum: h('input', { name: 'momentum', type: 'number', step: 'any', min: '0', max: '1', value: '0' }),
+    schedule: select('schedule', [['', 'constant'], ['exponential_decay', 'exponential decay'], ['inverse_time_decay', 'inverse time decay'], ['cosine_decay', 'cosine decay'], ['polynomial_decay', 'polynomial decay']], ''),
+    decay_steps: h('input', { name: 'decay_steps', type: 'number', min: '1', value: '1000' }),
+    decay_rate: h('input', { name: 'decay_rate', type: 'number', step: 'any', min: '0', value: '0.9' }),
+    warmup_steps: h('input', { name: 'warmup_steps', type: 'number', min: '0', value: '0' }),
+    end_learning_rate: h('input', { name: 'end_learning_rate', type: 'number', step: 'any', min: '0', value: '0.0001' }),
     loss: select('loss', ['sparse_categorical_crossentropy', 'categorical_crossentropy', 'binary_crossentropy', 'mean_squared_error'], 'sparse_categorical_crossentropy'),
     accuracy: h('input', { type: 'checkbox', name: 'accuracy', checked: true }),
     epochs: h('input', { name: 'epochs', type: 'number', min: '1', value: '10' }),
@@ -211,6 +217,10 @@ function startJobForm(models, datasets, saved, query) {
     monitor: select('monitor', ['val_loss', 'val_accuracy', 'loss', 'accuracy'], 'val_loss'),
     patience: h('input', { name: 'patience', type: 'number', min: '0', value: '2' }),
     restore: h('input', { type: 'checkbox', name: 'restore_best_weights', checked: true }),
+    plateau: h('input', { type: 'checkbox', name: 'reduce_lr_on_plateau', checked: false }),
+    factor: h('input', { name: 'factor', type: 'number', step: 'any', min: '0', max: '1', value: '0.1' }),
+    plateau_patience: h('input', { name: 'plateau_patience', type: 'number', min: '0', value: '10' }),
+    nan: h('input', { type: 'checkbox', name: 'terminate_on_nan', checked: false }),
     initial: select('initial_weights', [['', 'none: start from random weights'], ...saved.map((s) => [s.id, `saved model ${shortId(s.id)}`])], ''),
   };
   // Only weights of the chosen architecture can seed a job.
@@ -221,16 +231,42 @@ function startJobForm(models, datasets, saved, query) {
   c.model_id.addEventListener('change', syncInitial);
   syncInitial();
   const momentumField = field('Momentum (sgd)', c.momentum);
-  const earlyBox = h('div', { class: 'sub-fields' }, field('Monitor', c.monitor), field('Patience (epochs)', c.patience), h('label', { class: 'check' }, c.restore, ' restore best weights at the end'));
+  // A schedule starts from the learning rate above (cosine decay with a warmup: warms up to it).
+  const scheduleFields = {
+    decay_steps: field('Decay steps (batches)', c.decay_steps),
+    decay_rate: field('Decay rate', c.decay_rate),
+    warmup_steps: field('Warmup steps', c.warmup_steps, 'Linear warmup from 0 to the learning rate.'),
+    end_learning_rate: field('End learning rate', c.end_learning_rate),
+  };
+  const scheduleParams = {
+    exponential_decay: ['decay_steps', 'decay_rate'],
+    inverse_time_decay: ['decay_steps', 'decay_rate'],
+    cosine_decay: ['decay_steps', 'warmup_steps'],
+    polynomial_decay: ['decay_steps', 'end_learning_rate'],
+  };
+  const scheduleBox = h('div', { class: 'sub-fields', 'data-testid': 'schedule-fields' }, Object.values(scheduleFields));
+  const monitorField = field('Monitor', c.monitor);
+  const earlyBox = h('div', { class: 'sub-fields' }, field('Patience (epochs)', c.patience), h('label', { class: 'check' }, c.restore, ' restore best weights at the end'));
+  const plateauBox = h('div', { class: 'sub-fields' }, field('Factor', c.factor, 'The learning rate is multiplied by this, in (0, 1).'), field('Patience (epochs)', c.plateau_patience));
   const sync = () => {
     momentumField.hidden = c.optimizer.value !== 'sgd';
+    const params = scheduleParams[c.schedule.value] || [];
+    for (const [k, f] of Object.entries(scheduleFields)) f.hidden = !params.includes(k);
+    scheduleBox.hidden = !params.length;
+    // Keras lets callbacks change only a constant learning rate.
+    c.plateau.disabled = Boolean(c.schedule.value);
+    if (c.plateau.disabled) c.plateau.checked = false;
     earlyBox.hidden = !c.early.checked;
+    plateauBox.hidden = !c.plateau.checked;
+    monitorField.hidden = !c.early.checked && !c.plateau.checked;
   };
   c.optimizer.addEventListener('change', () => {
     c.learning_rate.value = { adam: '0.001', sgd: '0.01', rmsprop: '0.001', adagrad: '0.001' }[c.optimizer.value];
     sync();
   });
   c.early.addEventListener('change', sync);
+  c.plateau.addEventListener('change', sync);
+  c.schedule.addEventListener('change', sync);
   // Server field paths -> the control to mark; filled as the body is built.
   const paths = new Map();
   const form = h(
@@ -244,6 +280,7 @@ function startJobForm(models, datasets, saved, query) {
       field('Dataset', c.dataset_id),
       field('Optimizer', c.optimizer),
       field('Learning rate', c.learning_rate),
+      field('Learning-rate schedule', c.schedule),
       momentumField,
       field('Loss', c.loss),
       field('Epochs', c.epochs),
@@ -259,8 +296,13 @@ function startJobForm(models, datasets, saved, query) {
       h('label', { class: 'check' }, c.shuffle, ' shuffle each epoch'),
       h('label', { class: 'check' }, c.checkpoint, ' keep the best checkpoint'),
       h('label', { class: 'check' }, c.early, ' early stopping'),
+      h('label', { class: 'check' }, c.plateau, ' reduce the learning rate on a plateau'),
+      h('label', { class: 'check' }, c.nan, ' stop at a NaN loss'),
     ),
+    scheduleBox,
+    monitorField,
     earlyBox,
+    plateauBox,
     h('button', { type: 'submit' }, 'Start job'),
     status,
   );
@@ -274,6 +316,20 @@ function startJobForm(models, datasets, saved, query) {
     const num = (x) => (x.value.trim() === '' ? undefined : Number(x.value));
     const optimizer = { type: c.optimizer.value, learning_rate: num(c.learning_rate) };
     if (c.optimizer.value === 'sgd') optimizer.momentum = num(c.momentum);
+    if (c.schedule.value) {
+      const lr = optimizer.learning_rate;
+      const schedule = { type: c.schedule.value, initial_learning_rate: lr };
+      for (const k of scheduleParams[c.schedule.value]) schedule[k] = num(c[k]);
+      if (c.schedule.value === 'cosine_decay' && schedule.warmup_steps > 0) {
+        schedule.initial_learning_rate = 0;
+        schedule.warmup_target = lr;
+      }
+      optimizer.learning_rate = schedule;
+      const base = 'compile.optimizer.learning_rate';
+      for (const k of ['initial_learning_rate', 'warmup_target']) paths.set(`${base}.${k}`, c.learning_rate);
+      for (const k of Object.keys(scheduleFields)) paths.set(`${base}.${k}`, c[k]);
+      paths.set(`${base}.type`, c.schedule);
+    }
     const callbacks = [];
     if (c.checkpoint.checked) {
       callbacks.push({ type: 'model_checkpoint', monitor: c.early.checked ? c.monitor.value : 'val_loss', save_best_only: true });
@@ -285,6 +341,14 @@ function startJobForm(models, datasets, saved, query) {
       paths.set(`callbacks[${i}].monitor`, c.monitor);
       paths.set(`callbacks[${i}].patience`, c.patience);
     }
+    if (c.plateau.checked) {
+      const i = callbacks.length;
+      callbacks.push({ type: 'reduce_lr_on_plateau', monitor: c.monitor.value, factor: num(c.factor), patience: num(c.plateau_patience) });
+      paths.set(`callbacks[${i}].monitor`, c.monitor);
+      paths.set(`callbacks[${i}].factor`, c.factor);
+      paths.set(`callbacks[${i}].patience`, c.plateau_patience);
+    }
+    if (c.nan.checked) callbacks.push({ type: 'terminate_on_nan' });
     const body = {
       model_id: c.model_id.value,
       dataset_id: c.dataset_id.value,
@@ -424,6 +488,7 @@ export async function jobPage(root, ctx, id) {
     if (job.best_epoch !== null && job.best_epoch !== undefined) markers.push({ x: job.best_epoch, label: `best epoch ${job.best_epoch}`, color: '#16a34a' });
     const last = list.length ? list[list.length - 1].epoch : null;
     if (job.stop_reason === 'early_stopping' && last !== null) markers.push({ x: last, label: 'early stop', color: '#dc2626', row: 1 });
+    if (job.stop_reason === 'terminate_on_nan' && last !== null) markers.push({ x: last, label: 'NaN loss', color: '#dc2626', row: 1 });
     if (job.stop_reason === 'cancelled' && last !== null) markers.push({ x: last, label: 'cancelled', color: '#6b7280', row: 1 });
     clear(
       lossBox,
