@@ -287,3 +287,81 @@ async fn terminate_on_nan_ends_a_diverging_job_as_succeeded_with_the_last_finite
     assert_eq!(j["status"], "failed", "{j}");
     assert!(j["error"].to_string().contains("loss became"), "{j}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_terminate_on_nan_keeps_its_jobs_and_records_the_new_stop_reason() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    // A database migrated as the previous release left it, with a finished job and its epoch.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir(&old_migrations).unwrap();
+    for f in ["0001_datasets_models.sql", "0002_jobs.sql"] {
+        std::fs::copy(
+            format!("{}/migrations/{f}", env!("CARGO_MANIFEST_DIR")),
+            old_migrations.join(f),
+        )
+        .unwrap();
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(&db)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePool::connect_with(opts.clone()).await.unwrap();
+    sqlx::migrate::Migrator::new(old_migrations.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let request = json!({"model_id": "m", "dataset_id": "d",
+        "compile": {"optimizer": "adam", "loss": "mse"}, "fit": {"seed": 1}});
+    sqlx::query(
+        "INSERT INTO jobs (seq, id, model_id, dataset_id, status, request, seed, epochs, epoch, stop_reason, \
+         created_at, updated_at) VALUES (41, 'old-job', 'm', 'd', 'succeeded', ?, 1, 1, 0, 'completed', \
+         '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .bind(request.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_epochs (job_id, epoch, metrics, duration_ms, created_at) \
+         VALUES ('old-job', 0, '{\"loss\": 0.5}', 1.0, '2026-01-01T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let app = super::support::spawn_app_with(|c| c.db = db.clone()).await;
+    let j: Value = app.get("/v1/jobs/old-job").await.json().await.unwrap();
+    assert_eq!(j["stop_reason"], "completed", "{j}");
+    let h = history(&app, "old-job").await;
+    assert_eq!(
+        h["history"]["loss"],
+        json!([0.5]),
+        "the job's epochs survived the rebuild: {h}"
+    );
+
+    let (ds, model) = diabetes_regression(&app).await;
+    let mut body = diverging_body(&model, &ds, 20);
+    body["callbacks"] = json!([{"type": "terminate_on_nan"}]);
+    let job = submit(&app, &body).await;
+    let j = wait_finished(&app, job["id"].as_str().unwrap()).await;
+    assert_eq!(j["stop_reason"], "terminate_on_nan", "{j}");
+    drop(app);
+
+    let pool = SqlitePool::connect_with(opts).await.unwrap();
+    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
+    let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM jobs WHERE id = ?")
+        .bind(job["id"].as_str().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(seq > 41, "new jobs queue after the old ones: {seq}");
+}
