@@ -4,7 +4,7 @@ use ndarray::Axis;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use super::{Dataset, Error, Labels, TaskHint};
+use super::{Budget, Dataset, Error, Labels, TaskHint};
 
 /// A dataset embedded in the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,14 @@ impl Builtin {
                 ("label", None, TaskHint::Classification)
             }
         };
-        let mut d = super::csv::load(self.csv(), self.name(), Some(label), shape, task)?;
+        let mut d = super::csv::load(
+            self.csv(),
+            self.name(),
+            Some(label),
+            shape,
+            task,
+            &mut Budget::unlimited(),
+        )?;
         if matches!(self, Builtin::Iris | Builtin::Wine) {
             // These two ship sorted by class, so Keras's `validation_split` (the last fraction,
             // taken before shuffling) would validate on one class only. A fixed seeded order keeps
@@ -81,7 +88,7 @@ fn shuffled(d: Dataset, seed: u64) -> Dataset {
         Labels::Targets(y) => Labels::Targets(y.select(Axis(0), &order)),
     };
     Dataset {
-        x: d.x.select(Axis(0), &order),
+        x: d.x.select_rows(&order),
         labels,
         input_shape: d.input_shape,
     }
@@ -102,7 +109,7 @@ mod tests {
             (Builtin::Diabetes, 442, 10),
         ] {
             let d = b.load().unwrap();
-            assert_eq!(d.x.dim(), (n, f), "{}", b.name());
+            assert_eq!((d.x.nrows(), d.x.ncols()), (n, f), "{}", b.name());
             assert_eq!(matches!(d.labels, Labels::Targets(_)), b == Builtin::Diabetes);
         }
     }

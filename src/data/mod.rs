@@ -26,7 +26,7 @@ pub enum Error {
     #[error("{part}: {message}")]
     Invalid { part: String, message: String },
     #[error("reading the upload failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 }
 
 impl Error {
@@ -35,6 +35,92 @@ impl Error {
             part: part.into(),
             message: message.into(),
         }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    /// Read errors that a decoder raised about the data ([`CorruptPart`]) are the upload's fault.
+    fn from(e: std::io::Error) -> Error {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<CorruptPart>()) {
+            Some(c) => Error::invalid(c.part.clone(), c.message.clone()),
+            None => Error::Io(e),
+        }
+    }
+}
+
+/// A decoder's complaint about the bytes of a part (a corrupt gzip or zip stream), carried through
+/// `std::io::Read` so that it ends as a 422 naming the part.
+#[derive(Debug)]
+pub(crate) struct CorruptPart {
+    part: String,
+    message: String,
+}
+
+impl CorruptPart {
+    pub(crate) fn io(part: &str, message: String) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            CorruptPart {
+                part: part.to_string(),
+                message,
+            },
+        )
+    }
+}
+
+impl std::fmt::Display for CorruptPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.part, self.message)
+    }
+}
+
+impl std::error::Error for CorruptPart {}
+
+/// The cap on how much one upload may decode to, shared by its parts and claimed before each array
+/// is allocated (or, for CSV, as rows are parsed).
+///
+/// Sizes count what is held while the upload is checked: 1 byte per `uint8` feature value, 4 per
+/// other feature value (kept as float32), 8 per label.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limit: u64,
+    used: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget { limit, used: 0 }
+    }
+
+    /// No cap, for data that ships with the binary.
+    pub fn unlimited() -> Budget {
+        Budget::new(u64::MAX)
+    }
+
+    /// Claims `bytes` for `what` in `part`, or says why the upload is too large.
+    pub fn claim(&mut self, part: &str, what: &str, bytes: u64) -> Result<(), Error> {
+        let total = self.used.saturating_add(bytes);
+        if total > self.limit {
+            return Err(Error::invalid(
+                part,
+                format!(
+                    "{what} decodes to {bytes} bytes{}, over this server's limit of {} bytes for one dataset",
+                    if self.used > 0 {
+                        format!(" ({total} with the parts before it)")
+                    } else {
+                        String::new()
+                    },
+                    self.limit
+                ),
+            ));
+        }
+        self.used = total;
+        Ok(())
+    }
+
+    /// Bytes that may still be claimed.
+    pub fn remaining(&self) -> u64 {
+        self.limit - self.used
     }
 }
 
@@ -64,11 +150,75 @@ pub enum Labels {
     Targets(Array2<f32>),
 }
 
+/// Feature values as decoded: `uint8` data (images) stays bytes, everything else is float32.
+/// Shape `(n_samples, features)`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Features {
+    U8(Array2<u8>),
+    F32(Array2<f32>),
+}
+
+impl Features {
+    pub fn nrows(&self) -> usize {
+        match self {
+            Features::U8(a) => a.nrows(),
+            Features::F32(a) => a.nrows(),
+        }
+    }
+
+    pub fn ncols(&self) -> usize {
+        match self {
+            Features::U8(a) => a.ncols(),
+            Features::F32(a) => a.ncols(),
+        }
+    }
+
+    /// The values as float32, converting bytes (exactly) into a new array.
+    pub fn into_f32(self) -> Array2<f32> {
+        match self {
+            Features::U8(a) => a.mapv(f32::from),
+            Features::F32(a) => a,
+        }
+    }
+
+    /// The rows in `order`.
+    pub fn select_rows(&self, order: &[usize]) -> Features {
+        match self {
+            Features::U8(a) => Features::U8(a.select(ndarray::Axis(0), order)),
+            Features::F32(a) => Features::F32(a.select(ndarray::Axis(0), order)),
+        }
+    }
+
+    /// Smallest and largest value (infinities when there are none).
+    pub fn min_max(&self) -> (f32, f32) {
+        match self {
+            Features::U8(a) => a.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(f32::from(v)), hi.max(f32::from(v)))
+            }),
+            Features::F32(a) => a.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            }),
+        }
+    }
+}
+
+impl From<Array2<f32>> for Features {
+    fn from(a: Array2<f32>) -> Features {
+        Features::F32(a)
+    }
+}
+
+impl From<Array2<u8>> for Features {
+    fn from(a: Array2<u8>) -> Features {
+        Features::U8(a)
+    }
+}
+
 /// Decoded training data: one flat row per sample.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// `(n_samples, features)`, row-major; `features` is the product of `input_shape`.
-    pub x: Array2<f32>,
+    /// `(n_samples, features)`; `features` is the product of `input_shape`.
+    pub x: Features,
     pub labels: Labels,
     /// Shape of one sample, e.g. `[28, 28]`.
     pub input_shape: Vec<usize>,
@@ -90,7 +240,7 @@ pub struct Stats {
 impl Dataset {
     /// Checks and assembles a dataset. `part_x`/`part_y` name where features and labels came from.
     pub fn new(
-        x: Array2<f32>,
+        x: Features,
         input_shape: Vec<usize>,
         labels: RawLabels,
         task: TaskHint,
@@ -110,8 +260,10 @@ impl Dataset {
                 ),
             ));
         }
-        if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            let (row, col) = (i / x.ncols().max(1), i % x.ncols().max(1));
+        if let Features::F32(a) = &x
+            && let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite())
+        {
+            let (row, col) = (i / a.ncols().max(1), i % a.ncols().max(1));
             return Err(Error::invalid(
                 part_x,
                 format!("sample {row}, feature {col} is {v}; features must be finite numbers"),
@@ -143,11 +295,7 @@ impl Dataset {
     }
 
     pub fn stats(&self) -> Stats {
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        for &v in &self.x {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
+        let (lo, hi) = self.x.min_max();
         let (n_classes, n_targets, class_counts) = match &self.labels {
             Labels::Classes(y) => {
                 let mut counts = BTreeMap::new();
@@ -255,7 +403,7 @@ mod tests {
         let x = Array2::<f32>::zeros((3, 2));
         let y = Array2::from_shape_vec((3, 1), vec![0.0, 2.0, 1.0]).unwrap();
         let d = Dataset::new(
-            x.clone(),
+            Features::F32(x.clone()),
             vec![2],
             RawLabels::Floats(y.clone()),
             TaskHint::Auto,
@@ -264,7 +412,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.labels, Labels::Classes(Array1::from(vec![0, 2, 1])));
-        let d = Dataset::new(x, vec![2], RawLabels::Floats(y), TaskHint::Regression, "x", "y").unwrap();
+        let d = Dataset::new(
+            Features::F32(x),
+            vec![2],
+            RawLabels::Floats(y),
+            TaskHint::Regression,
+            "x",
+            "y",
+        )
+        .unwrap();
         assert!(matches!(d.labels, Labels::Targets(_)));
     }
 
@@ -273,7 +429,7 @@ mod tests {
         let x = Array2::<f32>::zeros((2, 1));
         let y = Array2::from_shape_vec((2, 1), vec![0.0, 1.5]).unwrap();
         let err = Dataset::new(
-            x,
+            Features::F32(x),
             vec![1],
             RawLabels::Floats(y),
             TaskHint::Classification,
