@@ -1,19 +1,14 @@
-//! Datasets: metadata rows in SQLite, decoded arrays as `.npy` files in `<db stem>-data/datasets/<id>/`.
+//! Datasets: metadata rows in SQLite, decoded arrays as files ([`super::arrays`]).
 //!
-//! `x.npy` holds the features as float32 `(n_samples, features)`, `y.npy` the labels (uint32 classes
-//! or float32 `(n, targets)`); derived datasets may add arrays (e.g. `pca_mean.npy`). Arrays are
-//! written to a scratch directory and renamed into place before the row is inserted, and a failed
-//! insert removes them, so a row never points at missing data and failures leave nothing behind.
+//! Arrays are written and moved into place before the row is inserted, and a failed insert removes
+//! them, so a row never points at missing data and failures leave nothing behind.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 
-use ndarray::{Array1, Array2, ArrayD};
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use ndarray::{Array2, ArrayD};
 use sqlx::Row;
 
+use super::arrays::ArrayFiles;
 use super::{Error, Page, Store, map_sqlx};
 use crate::data::{Dataset, Labels};
 use crate::domain::dataset::DatasetKind;
@@ -109,29 +104,27 @@ fn image_shape_of(input_shape: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// Writes the arrays, moves them into place and inserts the row; on any failure nothing remains.
+///
+/// The work runs as its own task, so a caller that goes away midway (a client disconnecting) cannot
+/// leave arrays in place without their row.
 pub async fn create(store: &Store, new: NewDataset, data: Dataset) -> Result<DatasetRow, Error> {
+    let store = store.clone();
+    tokio::spawn(async move { create_now(&store, new, data).await })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+}
+
+async fn create_now(store: &Store, new: NewDataset, data: Dataset) -> Result<DatasetRow, Error> {
     let id = super::new_id();
     let stats = data.stats();
     let input_shape = data.input_shape.clone();
-    let scratch = store.tmp_dir().join(format!("{id}.partial"));
-    let final_dir = store.dataset_dir(&id);
+    let files = ArrayFiles::new(store.data_dir());
     let extra = new.extra;
     let size_bytes = {
-        let (scratch, final_dir) = (scratch.clone(), final_dir.clone());
-        tokio::task::spawn_blocking(move || -> Result<u64, Error> {
-            match write_arrays(&scratch, &data, &extra) {
-                Ok(size) => {
-                    std::fs::rename(&scratch, &final_dir)?;
-                    Ok(size)
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&scratch);
-                    Err(e)
-                }
-            }
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??
+        let (files, id) = (files.clone(), id.clone());
+        tokio::task::spawn_blocking(move || files.write(&id, &data, &extra))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??
     };
     let row = DatasetRow {
         id: id.clone(),
@@ -153,7 +146,7 @@ pub async fn create(store: &Store, new: NewDataset, data: Dataset) -> Result<Dat
         created_at: super::now_rfc3339(),
     };
     if let Err(e) = insert(store, &row).await {
-        let _ = tokio::fs::remove_dir_all(&final_dir).await;
+        let _ = tokio::task::spawn_blocking(move || files.remove(&id)).await;
         return Err(e);
     }
     Ok(row)
@@ -230,32 +223,24 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
             "dataset {id:?} is used by a queued or running job; cancel the job or wait for it to finish"
         )));
     }
-    let dir = store.dataset_dir(id);
-    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+    let files = ArrayFiles::new(store.data_dir());
+    let owned = id.to_string();
+    let removed = tokio::task::spawn_blocking(move || files.remove(&owned)).await;
+    if let Ok(Err(e)) = removed {
         tracing::warn!(dataset = id, error = %e, "could not remove dataset files");
     }
     Ok(())
 }
 
-/// Loads a dataset's features and labels, for training and evaluation.
+/// Loads a dataset's features (as float32) and labels, for training and evaluation.
 pub async fn load_arrays(store: &Store, id: &str) -> Result<DatasetArrays, Error> {
     let row = get(store, id).await?;
-    let dir = store.dataset_dir(id);
+    let files = ArrayFiles::new(store.data_dir());
+    let id = id.to_string();
     tokio::task::spawn_blocking(move || -> Result<DatasetArrays, Error> {
-        let x = Array2::<f32>::read_npy(BufReader::new(File::open(dir.join("x.npy"))?))
-            .map_err(|e| Error::Corrupt(format!("x.npy: {e}")))?;
-        let y = BufReader::new(File::open(dir.join("y.npy"))?);
-        let labels = match row.kind {
-            DatasetKind::Classification => Labels::Classes(
-                Array1::<u32>::read_npy(y).map_err(|e| Error::Corrupt(format!("y.npy: {e}")))?,
-            ),
-            DatasetKind::Regression => Labels::Targets(
-                Array2::<f32>::read_npy(y).map_err(|e| Error::Corrupt(format!("y.npy: {e}")))?,
-            ),
-        };
         Ok(DatasetArrays {
-            x,
-            labels,
+            x: files.read_features(&id)?.into_f32(),
+            labels: files.read_labels(&id, row.kind)?,
             input_shape: row.input_shape,
         })
     })
@@ -265,87 +250,21 @@ pub async fn load_arrays(store: &Store, id: &str) -> Result<DatasetArrays, Error
 
 /// Reads an extra array stored with a dataset (e.g. `pca_components`).
 pub async fn load_extra(store: &Store, id: &str, name: &str) -> Result<ArrayD<f32>, Error> {
-    let path = store.dataset_dir(id).join(format!("{name}.npy"));
-    tokio::task::spawn_blocking(move || {
-        ArrayD::<f32>::read_npy(BufReader::new(File::open(&path)?))
-            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
-    })
-    .await
-    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+    let files = ArrayFiles::new(store.data_dir());
+    let (id, name) = (id.to_string(), name.to_string());
+    tokio::task::spawn_blocking(move || files.read_extra(&id, &name))
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
 }
 
 /// One sample's features and its label, read by seeking instead of loading the whole array.
 pub async fn read_sample(store: &Store, row: &DatasetRow, index: u64) -> Result<(Vec<f32>, String), Error> {
-    let dir = store.dataset_dir(&row.id);
-    let features = row.n_features as usize;
-    let kind = row.kind;
-    let targets = row.n_targets.unwrap_or(1) as usize;
+    let files = ArrayFiles::new(store.data_dir());
+    let id = row.id.clone();
     tokio::task::spawn_blocking(move || -> Result<(Vec<f32>, String), Error> {
-        let x = read_row_f32(&dir.join("x.npy"), index, features)?;
-        let label = match kind {
-            DatasetKind::Classification => {
-                let bytes = read_row_bytes(&dir.join("y.npy"), index, 4)?;
-                u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
-            }
-            DatasetKind::Regression => read_row_f32(&dir.join("y.npy"), index, targets)?
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        };
-        Ok((x, label))
+        let index = usize::try_from(index).map_err(|_| Error::NotFound("sample"))?;
+        Ok((files.read_feature_row(&id, index)?, files.read_label(&id, index)?))
     })
     .await
     .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
-}
-
-fn read_row_f32(path: &PathBuf, index: u64, width: usize) -> Result<Vec<f32>, Error> {
-    let bytes = read_row_bytes(path, index, 4 * width)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-/// Reads row `index` of `row_bytes` bytes from a little-endian C-order `.npy` file we wrote.
-fn read_row_bytes(path: &PathBuf, index: u64, row_bytes: usize) -> Result<Vec<u8>, Error> {
-    let mut f = File::open(path)?;
-    let mut head = [0u8; 12];
-    f.read_exact(&mut head)?;
-    if &head[..6] != b"\x93NUMPY" {
-        return Err(Error::Corrupt(format!("{} is not an .npy file", path.display())));
-    }
-    let data_start = match head[6] {
-        1 => 10 + u16::from_le_bytes([head[8], head[9]]) as u64,
-        _ => 12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64,
-    };
-    f.seek(SeekFrom::Start(data_start + index * row_bytes as u64))?;
-    let mut buf = vec![0u8; row_bytes];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-fn write_arrays(dir: &Path, data: &Dataset, extra: &[(String, ArrayD<f32>)]) -> Result<u64, Error> {
-    std::fs::create_dir_all(dir)?;
-    let write = |name: &str, f: &dyn Fn(BufWriter<File>) -> Result<(), ndarray_npy::WriteNpyError>| {
-        let path = dir.join(format!("{name}.npy"));
-        f(BufWriter::new(File::create(&path)?)).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
-    };
-    write("x", &|w| data.x.write_npy(w))?;
-    match &data.labels {
-        Labels::Classes(y) => write("y", &|w| y.write_npy(w))?,
-        Labels::Targets(y) => write("y", &|w| y.write_npy(w))?,
-    }
-    for (name, array) in extra {
-        write(name, &|w| array.write_npy(w))?;
-    }
-    let mut size = 0;
-    for entry in std::fs::read_dir(dir)? {
-        size += entry?.metadata()?.len();
-    }
-    // The data must be on disk before the row that points at it is committed.
-    for entry in std::fs::read_dir(dir)? {
-        File::open(entry?.path())?.sync_all()?;
-    }
-    Ok(size)
 }
