@@ -53,6 +53,18 @@ pub struct Config {
     #[arg(long, env = "FITD_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
     pub max_upload_bytes: usize,
 
+    /// Largest dataset one upload or download may decode to, in bytes (default 512 MiB: 60,000
+    /// Fashion-MNIST images take 47 MB as bytes, 188 MB as float32). Counted as held while checked:
+    /// 1 byte per uint8 feature value, 4 per other feature value, 8 per label; checked against each
+    /// array's declared size before it is read, and while a CSV is parsed.
+    #[arg(long, env = "FITD_MAX_DATASET_BYTES", default_value_t = 512 << 20)]
+    pub max_dataset_bytes: u64,
+
+    /// Dataset uploads and downloads decoded at the same time; more are refused with 503 and
+    /// `Retry-After` before their body is read.
+    #[arg(long, env = "FITD_MAX_CONCURRENT_UPLOADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_uploads: u32,
+
     /// Largest accepted JSON request body, in bytes (default 8 MiB).
     #[arg(long, env = "FITD_MAX_JSON_BYTES", default_value_t = 8 << 20)]
     pub max_json_bytes: usize,
@@ -168,6 +180,8 @@ impl Config {
             workers: 2,
             threads_per_job: None,
             max_upload_bytes: 1 << 30,
+            max_dataset_bytes: 512 << 20,
+            max_concurrent_uploads: 2,
             max_json_bytes: 8 << 20,
             max_params: 50_000_000,
             log_format: LogFormat::Text,

@@ -19,7 +19,7 @@ use super::content::{BodyType, body_type, unsupported};
 use super::error::parse_json;
 use super::pagination::ListQuery;
 use super::{ApiError, AppJson, AppState, Problem};
-use crate::data::{self, Dataset, TaskHint, builtin::Builtin, download};
+use crate::data::{self, Budget, Dataset, Features, TaskHint, builtin::Builtin, download};
 use crate::domain::dataset::DatasetKind;
 use crate::store::{
     self,
@@ -185,21 +185,39 @@ fn created(row: &DatasetRow) -> Result<Response, ApiError> {
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the upload limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither multipart nor JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The data is invalid; the problem names the part and what is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The data is invalid or decodes to more than the server's dataset limit; the problem names the part and what is wrong", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The mirror answered with an error or a file whose SHA-256 differs", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The mirror is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The mirror is unreachable, or the server is already decoding as many uploads as it allows (then `Retry-After` says when to retry)", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = i32, description = "Seconds to wait before retrying, when every upload slot is taken"))),
     ))]
 pub async fn create_dataset(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let kind = body_type(req.headers());
     if kind == BodyType::Multipart {
-        let multipart = Multipart::from_request(req, &state)
+        // One body frame per poll: the multipart parser buffers whatever is ready, so without this a
+        // fast client could fill memory faster than parts are checked and written out.
+        let req = req.map(|body| Body::from_stream(OneFrameAtATime::new(body.into_data_stream())));
+        let Some(_permit) = upload_permit(&state) else {
+            let mut rest = req.into_body().into_data_stream();
+            linger(async move { while let Some(Ok(_)) = futures_util::StreamExt::next(&mut rest).await {} });
+            return Ok(busy());
+        };
+        let mut multipart = Multipart::from_request(req, &state)
             .await
             .map_err(|r| ApiError::Status {
                 status: r.status(),
                 detail: r.body_text(),
             })?;
-        let row = upload(&state, multipart).await?;
-        created(&row)
+        match upload(&state, &mut multipart).await {
+            Ok(row) => created(&row),
+            Err(e) => {
+                linger(async move {
+                    while let Ok(Some(mut field)) = multipart.next_field().await {
+                        while let Ok(Some(_)) = field.chunk().await {}
+                    }
+                });
+                Err(e)
+            }
+        }
     } else if kind == BodyType::Json {
         let bytes = axum::body::to_bytes(req.into_body(), state.config.max_json_bytes)
             .await
@@ -210,13 +228,80 @@ pub async fn create_dataset(State(state): State<AppState>, req: Request) -> Resu
                 ))
             })?;
         let body: CreateBuiltinDatasetRequest = parse_json(&bytes)?;
-        let row = from_source(&state, body).await?;
-        created(&row)
+        match from_source(&state, body).await? {
+            Some(row) => created(&row),
+            None => Ok(busy()),
+        }
     } else {
         Err(unsupported(
             req.headers(),
             "multipart/form-data (an upload) or application/json (a built-in or downloaded source)",
         ))
+    }
+}
+
+/// How long the rest of a refused upload is read and discarded after the answer has gone out.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards what a client is still sending after its upload was refused, for at most
+/// [`LINGER`]. Closing at once would make the kernel reset the connection, which can destroy the
+/// answer before a client busy sending has read it.
+fn linger(drain: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
+}
+
+/// Seconds a client is asked to wait when every upload slot is taken.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
+
+/// A slot among the uploads and downloads being decoded, if one is free.
+fn upload_permit(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    state.uploads.clone().try_acquire_owned().ok()
+}
+
+/// The answer when every upload slot is taken: 503 with `Retry-After`, before the body is read.
+fn busy() -> Response {
+    let mut res = ApiError::Unavailable(format!(
+        "the server is already decoding as many dataset uploads as it allows; retry in {BUSY_RETRY_AFTER_SECS} seconds"
+    ))
+    .into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECS));
+    res
+}
+
+/// Passes a body stream through, but never more than one frame per poll, so a consumer that
+/// buffers "everything ready" takes one frame and comes back once it has dealt with it.
+struct OneFrameAtATime<S> {
+    inner: S,
+    just_yielded: bool,
+}
+
+impl<S> OneFrameAtATime<S> {
+    fn new(inner: S) -> Self {
+        OneFrameAtATime {
+            inner,
+            just_yielded: false,
+        }
+    }
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for OneFrameAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.just_yielded {
+            self.just_yielded = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        self.just_yielded = matches!(next, std::task::Poll::Ready(Some(_)));
+        next
     }
 }
 
@@ -232,35 +317,70 @@ fn parse_task(text: Option<&String>) -> Result<TaskHint, ApiError> {
     }
 }
 
-/// A file part streamed to disk, with the file name the client gave.
-struct Upload {
-    file: NamedTempFile,
-    filename: Option<String>,
-}
-
 const TEXT_PARTS: [&str; 4] = ["name", "label_column", "input_shape", "task"];
 const FILE_PARTS: [&str; 5] = ["images", "labels", "file", "x", "y"];
 
-async fn upload(state: &AppState, mut multipart: Multipart) -> Result<DatasetRow, ApiError> {
-    let mut text: HashMap<String, String> = HashMap::new();
-    let mut files: HashMap<String, Upload> = HashMap::new();
-    let multipart_err = |e: axum::extract::multipart::MultipartError| ApiError::Status {
+/// The longest text part (`name`, `task`, ...) read; longer ones are refused as soon as they pass it.
+const MAX_TEXT_PART_BYTES: usize = 4096;
+
+/// The longest dataset name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+
+fn multipart_err(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::Status {
         status: e.status(),
         detail: e.body_text(),
-    };
+    }
+}
+
+/// Reads a text part chunk by chunk, refusing it once it passes [`MAX_TEXT_PART_BYTES`].
+async fn read_text(field: &mut axum::extract::multipart::Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_err)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_PART_BYTES {
+            return Err(ApiError::invalid(
+                name,
+                format!("is longer than {MAX_TEXT_PART_BYTES} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid(name, "is not UTF-8 text"))
+}
+
+/// Checks a dataset name given by the client, or taken from an uploaded file's name.
+fn check_name(name: &str, field: &str, origin: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if name.is_empty() || chars > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(
+            field,
+            format!("{origin}must be 1-{MAX_NAME_CHARS} characters, not {chars}"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+async fn upload(state: &AppState, multipart: &mut Multipart) -> Result<DatasetRow, ApiError> {
+    let mut text: HashMap<String, String> = HashMap::new();
+    let mut files: HashMap<String, NamedTempFile> = HashMap::new();
+    // The first file part's name in upload order names the dataset when no `name` is sent.
+    let mut first_filename: Option<(String, String)> = None;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_err)? {
         let name = field.name().unwrap_or_default().to_string();
         if text.contains_key(&name) || files.contains_key(&name) {
             return Err(ApiError::invalid(name, "is given more than once"));
         }
         if TEXT_PARTS.contains(&name.as_str()) {
-            let value = field.text().await.map_err(multipart_err)?;
-            if value.len() > 4096 {
-                return Err(ApiError::invalid(name, "is longer than 4096 bytes"));
-            }
+            let value = read_text(&mut field, &name).await?;
             text.insert(name, value);
         } else if FILE_PARTS.contains(&name.as_str()) {
             let filename = field.file_name().map(str::to_string);
+            if first_filename.is_none()
+                && let Some(f) = &filename
+            {
+                first_filename = Some((name.clone(), f.clone()));
+            }
             // Stream to disk chunk by chunk so an upload is never held in memory whole.
             let tmp = NamedTempFile::new_in(state.store.tmp_dir()).map_err(anyhow::Error::from)?;
             let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(anyhow::Error::from)?);
@@ -268,7 +388,7 @@ async fn upload(state: &AppState, mut multipart: Multipart) -> Result<DatasetRow
                 out.write_all(&chunk).await.map_err(anyhow::Error::from)?;
             }
             out.flush().await.map_err(anyhow::Error::from)?;
-            files.insert(name, Upload { file: tmp, filename });
+            files.insert(name, tmp);
         } else {
             return Err(ApiError::invalid(
                 name,
@@ -287,7 +407,7 @@ async fn upload(state: &AppState, mut multipart: Multipart) -> Result<DatasetRow
     let has = |k: &str| files.contains_key(k);
     let format = match (has("images"), has("labels"), has("file"), has("x"), has("y")) {
         (true, true, false, false, false) => Format::Idx,
-        (false, false, true, false, false) => sniff(&files["file"].file)?,
+        (false, false, true, false, false) => sniff(&files["file"])?,
         (false, false, false, true, true) => Format::NpyPair,
         _ => {
             return Err(ApiError::invalid(
@@ -299,27 +419,30 @@ async fn upload(state: &AppState, mut multipart: Multipart) -> Result<DatasetRow
     if label_column.is_some() && format != Format::Csv {
         return Err(ApiError::invalid("label_column", "applies to CSV uploads only"));
     }
-    let name = match text.get("name").map(|s| s.trim().to_string()) {
-        Some(n) if !n.is_empty() && n.chars().count() <= 200 => n,
-        Some(_) => return Err(ApiError::invalid("name", "must be 1-200 characters")),
-        None => files
-            .values()
-            .find_map(|u| u.filename.clone())
-            .unwrap_or_else(|| "dataset".to_string()),
+    let name = match (text.get("name"), &first_filename) {
+        (Some(n), _) => check_name(n, "name", "")?,
+        (None, Some((part, filename))) if !filename.trim().is_empty() => check_name(
+            filename,
+            "name",
+            &format!("is not given, so it comes from the file name of part {part}, which "),
+        )?,
+        (None, _) => "dataset".to_string(),
     };
     let paths: HashMap<String, std::path::PathBuf> = files
         .iter()
-        .map(|(k, u)| (k.clone(), u.file.path().to_path_buf()))
+        .map(|(k, f)| (k.clone(), f.path().to_path_buf()))
         .collect();
+    let mut budget = Budget::new(state.config.max_dataset_bytes);
     let dataset = tokio::task::spawn_blocking(move || -> Result<Dataset, data::Error> {
+        let budget = &mut budget;
         match format {
-            Format::Idx => data::idx::load(&paths["images"], &paths["labels"], input_shape),
+            Format::Idx => data::idx::load(&paths["images"], &paths["labels"], input_shape, budget),
             Format::Csv => {
                 let f = std::io::BufReader::new(std::fs::File::open(&paths["file"])?);
-                data::csv::load(f, "file", label_column.as_deref(), input_shape, task)
+                data::csv::load(f, "file", label_column.as_deref(), input_shape, task, budget)
             }
-            Format::Npz => data::npy::load_npz(&paths["file"], "file", input_shape, task),
-            Format::NpyPair => data::npy::load_pair(&paths["x"], &paths["y"], input_shape, task),
+            Format::Npz => data::npy::load_npz(&paths["file"], "file", input_shape, task, budget),
+            Format::NpyPair => data::npy::load_pair(&paths["x"], &paths["y"], input_shape, task, budget),
         }
     })
     .await
@@ -382,13 +505,14 @@ fn sniff(file: &NamedTempFile) -> Result<Format, ApiError> {
     }
 }
 
-async fn from_source(state: &AppState, body: CreateBuiltinDatasetRequest) -> Result<DatasetRow, ApiError> {
+/// Creates a built-in or downloaded dataset; `None` when every upload slot is taken.
+async fn from_source(
+    state: &AppState,
+    body: CreateBuiltinDatasetRequest,
+) -> Result<Option<DatasetRow>, ApiError> {
     let sources = "digits, iris, wine, breast_cancer, diabetes, mnist, fashion_mnist";
-    let name = match body.name.as_deref().map(str::trim) {
-        Some(n) if n.is_empty() || n.chars().count() > 200 => {
-            return Err(ApiError::invalid("name", "must be 1-200 characters"));
-        }
-        Some(n) => Some(n.to_string()),
+    let name = match body.name.as_deref() {
+        Some(n) => Some(check_name(n, "name", "")?),
         None => None,
     };
     if let Some(builtin) = Builtin::parse(&body.source) {
@@ -410,7 +534,7 @@ async fn from_source(state: &AppState, body: CreateBuiltinDatasetRequest) -> Res
             image_shape: None,
             extra: Vec::new(),
         };
-        return Ok(store::datasets::create(&state.store, new, dataset).await?);
+        return Ok(Some(store::datasets::create(&state.store, new, dataset).await?));
     }
     let Some(remote) = download::Remote::parse(&body.source) else {
         return Err(ApiError::invalid(
@@ -421,6 +545,9 @@ async fn from_source(state: &AppState, body: CreateBuiltinDatasetRequest) -> Res
     let split_name = body.split.as_deref().unwrap_or("train");
     let Some(split) = download::Split::parse(split_name) else {
         return Err(ApiError::invalid("split", "must be train or test"));
+    };
+    let Some(_permit) = upload_permit(state) else {
+        return Ok(None);
     };
     let base = match remote {
         download::Remote::Mnist => &state.config.mnist_url,
@@ -448,10 +575,12 @@ async fn from_source(state: &AppState, body: CreateBuiltinDatasetRequest) -> Res
         }
         e @ download::DownloadError::Io { .. } => ApiError::Internal(e.into()),
     })?;
-    let dataset = tokio::task::spawn_blocking(move || data::idx::load(images.path(), labels.path(), None))
-        .await
-        .map_err(|e| anyhow::anyhow!("decoding a download failed: {e}"))?
-        .map_err(data_error)?;
+    let mut budget = Budget::new(state.config.max_dataset_bytes);
+    let dataset =
+        tokio::task::spawn_blocking(move || data::idx::load(images.path(), labels.path(), None, &mut budget))
+            .await
+            .map_err(|e| anyhow::anyhow!("decoding a download failed: {e}"))?
+            .map_err(data_error)?;
     let new = NewDataset {
         name: name.unwrap_or_else(|| format!("{}-{split_name}", remote.name())),
         source: format!("download:{}/{split_name}", remote.name()),
@@ -460,7 +589,7 @@ async fn from_source(state: &AppState, body: CreateBuiltinDatasetRequest) -> Res
         image_shape: None,
         extra: Vec::new(),
     };
-    Ok(store::datasets::create(&state.store, new, dataset).await?)
+    Ok(Some(store::datasets::create(&state.store, new, dataset).await?))
 }
 
 /// List datasets, oldest first.
@@ -655,11 +784,8 @@ pub async fn create_pca_dataset(
             "PCA needs a dataset of at least 2 samples",
         ));
     }
-    let name = match body.name.as_deref().map(str::trim) {
-        Some(n) if n.is_empty() || n.chars().count() > 200 => {
-            return Err(ApiError::invalid("name", "must be 1-200 characters"));
-        }
-        Some(n) => n.to_string(),
+    let name = match body.name.as_deref() {
+        Some(n) => check_name(n, "name", "")?,
         None => format!("{}-pca{k}", parent.name),
     };
     let arrays = store::datasets::load_arrays(&state.store, &id)
@@ -678,7 +804,7 @@ pub async fn create_pca_dataset(
         (
             pca,
             Dataset {
-                x: z,
+                x: Features::F32(z),
                 labels,
                 input_shape: vec![k],
             },

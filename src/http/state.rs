@@ -24,6 +24,9 @@ pub struct AppState {
     pub jobs: Jobs,
     /// Predictions in flight, so a large batch uses every core only when nothing else needs one.
     pub load: Arc<super::inference::Load>,
+    /// Permits for dataset uploads and downloads being decoded, so a burst of them cannot exhaust
+    /// memory or disk; a request that finds none is answered 503 at once.
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -34,6 +37,9 @@ impl AppState {
             .build()?;
         Ok(AppState {
             models: Arc::new(ModelCache::new(config.model_cache_bytes)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_uploads as usize,
+            )),
             config: Arc::new(config),
             store,
             http_client,
