@@ -7,6 +7,7 @@ mod api {
 
     mod datasets;
     mod errors;
+    mod hostile_uploads;
     mod jobs;
     mod models;
     mod openapi;
