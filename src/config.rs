@@ -20,6 +20,38 @@ pub enum Command {
     Serve(Box<Config>),
     /// Print the OpenAPI description (YAML) of the HTTP API to stdout.
     Openapi,
+    /// Create, list or revoke API tokens, directly on the database (works while a server runs).
+    Token(TokenArgs),
+}
+
+/// `fitd token ...`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// SQLite database file of the server.
+    #[arg(long, env = "FITD_DB", default_value = "./fitd.db", global = true)]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it on stdout; it is shown only this once.
+    Create {
+        /// What the token is for (e.g. `ci`, `grafana`).
+        #[arg(long)]
+        name: String,
+        /// Scopes, repeated or comma-separated: read, train, predict, admin.
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<crate::auth::Scope>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id; requests with it are refused from the next one on.
+    Revoke {
+        /// The token's id, as `fitd token list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,6 +171,17 @@ pub struct Config {
     /// (e.g. `mnist/train-images-idx3-ubyte.gz=...`); overrides the built-in digest, for private mirrors.
     #[arg(long = "download-sha256", env = "FITD_DOWNLOAD_SHA256", value_delimiter = ',', value_parser = parse_digest)]
     pub download_sha256: Vec<(String, String)>,
+
+    /// Serve without API tokens on a non-loopback address. Without it, fitd refuses to start on
+    /// such an address while the database has no token. Once any token exists, tokens are required
+    /// whatever this says.
+    #[arg(long, env = "FITD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// A file holding a token (e.g. a Docker secret, from `openssl rand -hex 32`) to register at
+    /// start as an admin token with every scope, unless that token was registered before.
+    #[arg(long, env = "FITD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 fn default_workers() -> usize {
@@ -196,6 +239,8 @@ impl Config {
             mnist_url: "http://127.0.0.1:9/mnist/".into(),
             fashion_mnist_url: "http://127.0.0.1:9/fashion/".into(),
             download_sha256: Vec::new(),
+            insecure_no_auth: false,
+            admin_token_file: None,
         }
     }
 

@@ -1,4 +1,5 @@
 //! fitd: train Keras-style Sequential models over HTTP, stream their metrics, serve their predictions.
+pub mod auth;
 pub mod config;
 pub mod data;
 pub mod domain;

@@ -1,7 +1,8 @@
 //! The `fitd` binary: parse the command line, set up logging, run the server or print the spec.
 
+use anyhow::Context;
 use clap::Parser;
-use fitd::config::{Cli, Command, LogFormat};
+use fitd::config::{Cli, Command, LogFormat, TokenArgs, TokenCommand};
 use fitd::startup::Application;
 use tracing_subscriber::EnvFilter;
 
@@ -13,12 +14,59 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", fitd::http::openapi_yaml()?);
             Ok(())
         }
+        Command::Token(args) => token(args).await,
         Command::Serve(config) => {
             init_tracing(config.log_format);
             let app = Application::build(*config).await?;
             app.run_until_stopped().await
         }
     }
+}
+
+/// `fitd token ...` on the database; the secret of a new token goes alone to stdout.
+async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let store = fitd::store::Store::open(&args.db)
+        .await
+        .with_context(|| format!("opening the database {}", args.db.display()))?;
+    match args.command {
+        TokenCommand::Create { name, scopes } => {
+            let created = fitd::auth::create_token(&store, &name, &scopes)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", created.token);
+            eprintln!(
+                "created token {} ({}, scopes {}); it is shown only this once",
+                created.row.id, created.row.name, created.row.scopes
+            );
+        }
+        TokenCommand::List => {
+            println!(
+                "{:<36}  {:<12}  {:<26}  {:<20}  {:<20}  NAME",
+                "ID", "PREFIX", "SCOPES", "CREATED", "REVOKED"
+            );
+            for t in fitd::store::tokens::list(&store).await? {
+                println!(
+                    "{:<36}  {:<12}  {:<26}  {:<20}  {:<20}  {}",
+                    t.id,
+                    t.prefix,
+                    t.scopes,
+                    t.created_at,
+                    t.revoked_at.as_deref().unwrap_or("-"),
+                    t.name
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let now = fitd::store::now_rfc3339();
+            match fitd::store::tokens::revoke(&store, &id, &now).await {
+                Ok(t) => eprintln!("revoked token {} ({})", t.id, t.name),
+                Err(fitd::store::Error::NotFound(_)) => anyhow::bail!("no token has the id {id:?}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    store.pool.close().await;
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {

@@ -38,6 +38,7 @@ impl Application {
         crate::store::sweep::sweep_leftovers(&store)
             .await
             .context("removing leftovers of interrupted uploads")?;
+        check_auth(&config, &store).await?;
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -100,6 +101,41 @@ impl Application {
         tracing::info!("fitd stopped");
         Ok(())
     }
+}
+
+/// Registers `--admin-token-file`, then refuses to serve a non-loopback address without tokens
+/// unless `--insecure-no-auth` says so; logs which way the server runs.
+async fn check_auth(config: &Config, store: &Store) -> anyhow::Result<()> {
+    if let Some(path) = &config.admin_token_file
+        && crate::auth::register_token_file(store, path).await?
+    {
+        tracing::info!(file = %path.display(), "registered the admin token from the token file");
+    }
+    let has_tokens = crate::store::tokens::any(store).await?;
+    let loopback = config.addr.ip().is_loopback();
+    if has_tokens {
+        tracing::info!("API tokens are required (Authorization: Bearer)");
+    } else if loopback {
+        tracing::warn!(
+            addr = %config.addr,
+            "no API tokens exist: fitd is open to every client of this machine; create one with \
+             `fitd token create --scope read,train,predict,admin --name me` to require tokens"
+        );
+    } else if config.insecure_no_auth {
+        tracing::warn!(
+            addr = %config.addr,
+            "--insecure-no-auth: fitd is open to everyone who can reach this address"
+        );
+    } else {
+        anyhow::bail!(
+            "refusing to serve {} without API tokens: anyone who can reach it could train, delete and \
+             export. Create a token first (`fitd token create --db {} --scope read,train,predict,admin \
+             --name admin`, or --admin-token-file), listen on 127.0.0.1, or pass --insecure-no-auth",
+            config.addr,
+            config.db.display()
+        );
+    }
+    Ok(())
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.

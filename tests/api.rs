@@ -5,6 +5,8 @@
 mod api {
     pub mod support;
 
+    mod auth;
+
     mod datasets;
     mod errors;
     mod hostile_uploads;

@@ -182,6 +182,8 @@ fn bounded(text: &str, max: usize) -> String {
 fn status_slug(status: StatusCode) -> &'static str {
     match status {
         StatusCode::NOT_FOUND => "not-found",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::REQUEST_TIMEOUT => "timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",

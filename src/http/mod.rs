@@ -1,5 +1,6 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
+pub mod auth;
 pub mod body;
 pub mod content;
 pub mod dashboard;
@@ -13,6 +14,7 @@ pub mod pagination;
 pub mod saved_models;
 pub mod server;
 pub mod state;
+pub mod tokens;
 pub mod v2;
 
 use std::time::Duration;
@@ -49,6 +51,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "saved-models", description = "Trained weights: predictions, evaluation, weights files, export and import"),
         (name = "kserve-v2", description = "Open Inference Protocol (KServe v2 REST) for saved models"),
         (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
+        (name = "tokens", description = "API tokens (the `admin` scope)"),
     ),
 
     paths(datasets::get_dataset_sample),
@@ -63,16 +66,79 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(datasets::router(max_upload_bytes))
         .merge(models::router())
         .merge(saved_models::router())
-        .merge(jobs::router());
+        .merge(jobs::router())
+        .merge(tokens::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(v2::router())
         .nest("/v1", v1)
 }
 
-/// The OpenAPI document of the API.
+/// The OpenAPI document of the API, with each operation's token scope (see [`crate::auth::access`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router(1 << 30).into_openapi()
+    let mut doc = api_router(1 << 30).into_openapi();
+    document_security(&mut doc);
+    doc
+}
+
+/// Declares the bearer-token scheme and, on every operation, the scope it needs (`security: []`
+/// for public ones) with its `401` and `403` answers, from the same rule the middleware applies.
+fn document_security(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API token (`fitd token create`, `POST /v1/tokens`); each operation lists \
+                     the scope it needs. Enforced once any token exists.",
+                ))
+                .build(),
+        ),
+    );
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                error::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+            (Method::HEAD, &mut item.head),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            match crate::auth::access(&method, path) {
+                crate::auth::Access::Public => op.security = Some(Vec::new()),
+                crate::auth::Access::Scope(scope) => {
+                    op.security = Some(vec![SecurityRequirement::new("bearer", [scope.as_str()])]);
+                    let responses = &mut op.responses.responses;
+                    responses.insert(
+                        "401".into(),
+                        problem("No API token, or an unknown or revoked one").into(),
+                    );
+                    responses.insert(
+                        "403".into(),
+                        problem(&format!("The API token lacks the `{scope}` scope")).into(),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The OpenAPI document as YAML, what `fitd openapi` prints and `openapi/openapi.yaml` holds.
@@ -82,8 +148,10 @@ pub fn openapi_yaml() -> anyhow::Result<String> {
 
 /// The complete application: API routes, docs, and the middleware stack.
 pub fn router(state: AppState) -> Router {
-    let (api, spec) = api_router(state.config.max_upload_bytes).split_for_parts();
+    let (api, mut spec) = api_router(state.config.max_upload_bytes).split_for_parts();
+    document_security(&mut spec);
     let config = state.config.clone();
+    let auth_state = state.clone();
     let api = api
         .merge(datasets::extra_routes())
         .with_state(state)
@@ -96,6 +164,10 @@ pub fn router(state: AppState) -> Router {
         }
     })
     .layer(DefaultBodyLimit::max(config.max_json_bytes))
+    .layer(axum::middleware::from_fn_with_state(
+        auth_state,
+        auth::require_token,
+    ))
     .layer(axum::middleware::from_fn(error::problem_for_plain_errors))
     .layer(CompressionLayer::new().gzip(true))
     .layer(TimeoutLayer::with_status_code(

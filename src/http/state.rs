@@ -27,6 +27,8 @@ pub struct AppState {
     /// Permits for dataset uploads and downloads being decoded, so a burst of them cannot exhaust
     /// memory or disk; a request that finds none is answered 503 at once.
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Whether requests need a token (latched once any token exists).
+    pub auth: Arc<crate::auth::AuthState>,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             http_client,
             jobs,
             load: Arc::default(),
+            auth: Arc::default(),
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod models;
 pub mod saved_models;
 pub mod sweep;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
