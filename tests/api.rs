@@ -13,6 +13,7 @@ mod api {
     mod jobs;
     mod models;
     mod openapi;
+    mod runs;
     mod saved_models;
     mod server;
     mod training;

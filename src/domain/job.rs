@@ -112,6 +112,16 @@ pub struct CreateJobRequest {
     /// A saved model id whose weights training starts from (continue training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_weights: Option<String>,
+    /// A name to find the run by (1 to 200 characters); editable with `PATCH /v1/jobs/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// String key-value labels (at most 50; keys of `A-Z a-z 0-9 _ . - /`, up to 64 characters;
+    /// values up to 256 characters); editable with `PATCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+    /// Free text (up to 10,000 characters); editable with `PATCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
 }
 
 /// Exactly one of `split` and `dataset_id`.

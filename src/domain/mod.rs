@@ -2,4 +2,5 @@
 
 pub mod dataset;
 pub mod job;
+pub mod labels;
 pub mod model;

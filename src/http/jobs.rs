@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,15 +19,16 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::pagination::ListQuery;
 use super::{ApiError, AppJson, AppState, Problem};
 use crate::domain::job::{CreateJobRequest, JobStatus, ModelFacts, StopReason, Validation};
+use crate::domain::labels::{self, JobPatch, Tags};
 use crate::domain::model::ModelSpec;
 use crate::jobs::{JobEvent, data};
 use crate::nn::FieldError;
-use crate::store::{self, jobs::JobRow};
+use crate::store::{self, jobs::JobFilter, jobs::JobRow, jobs::SortKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_job, list_jobs))
-        .routes(routes!(get_job))
+        .routes(routes!(get_job, patch_job))
         .routes(routes!(cancel_job))
         .routes(routes!(job_events))
         .routes(routes!(get_job_history))
@@ -46,6 +47,12 @@ pub struct ProgressView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
     pub id: String,
+    /// The name given at creation or by `PATCH`, if any.
+    pub name: Option<String>,
+    /// String key-value labels.
+    pub tags: Tags,
+    /// Free text.
+    pub notes: Option<String>,
     pub model_id: String,
     pub dataset_id: String,
     pub status: JobStatus,
@@ -113,6 +120,22 @@ pub struct CheckpointList {
 pub struct JobListQuery {
     /// Only jobs with this status.
     pub status: Option<JobStatus>,
+    /// Only jobs training this model.
+    pub model_id: Option<String>,
+    /// Only jobs training on this dataset.
+    pub dataset_id: Option<String>,
+    /// Only jobs whose name contains this text (ASCII letters compared without case).
+    pub name: Option<String>,
+    /// Only jobs created at or after this RFC 3339 time.
+    pub created_after: Option<String>,
+    /// Only jobs created before this RFC 3339 time.
+    pub created_before: Option<String>,
+    /// `created_at` (default), `final.<metric>` (the last epoch's value) or `best.<metric>` (the
+    /// highest accuracy or the lowest loss or rate over all epochs), for a metric among `loss`,
+    /// `accuracy`, `val_loss`, `val_accuracy` and `learning_rate`. Jobs without the metric come last.
+    pub order_by: Option<String>,
+    /// `asc` or `desc`; by default `asc` for `created_at`, `desc` for a metric.
+    pub order: Option<String>,
     /// Page size, 1..=500 (default 50).
     pub limit: Option<i64>,
     /// Cursor: the `next` value of the previous page.
@@ -153,6 +176,9 @@ fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
     };
     Ok(JobView {
         request: parse_json_column(&row.request, "request")?,
+        tags: parse_json_column(&row.tags, "tags")?,
+        name: row.name,
+        notes: row.notes,
         stop_reason: row.stop_reason.as_deref().and_then(StopReason::parse),
         id: row.id,
         model_id: row.model_id,
@@ -192,7 +218,28 @@ pub async fn create_job(
     State(state): State<AppState>,
     AppJson(mut req): AppJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
-    let plan = req.plan().map_err(ApiError::validation)?;
+    // Labels are columns of their own (editable later), not part of the stored request.
+    let (name, tags, notes) = (
+        req.name.take(),
+        req.tags.take().unwrap_or_default(),
+        req.notes.take(),
+    );
+    let mut label_errors = Vec::new();
+    if let Some(n) = &name {
+        labels::check_name("name", n, &mut label_errors);
+    }
+    labels::check_tags(&tags, &mut label_errors);
+    if let Some(n) = &notes {
+        labels::check_notes("notes", n, &mut label_errors);
+    }
+    let plan = match req.plan() {
+        Ok(plan) if label_errors.is_empty() => plan,
+        Ok(_) => return Err(ApiError::validation(label_errors)),
+        Err(mut errors) => {
+            errors.extend(label_errors);
+            return Err(ApiError::validation(errors));
+        }
+    };
     let st = &state.store;
     let model = store::models::get(st, &req.model_id)
         .await
@@ -257,6 +304,9 @@ pub async fn create_job(
         started_at: None,
         finished_at: None,
         updated_at: now,
+        name,
+        tags: serde_json::to_string(&tags).map_err(anyhow::Error::from)?,
+        notes,
     };
     let status = serde_json::json!({"status": "queued", "epoch": null, "attempt": 0}).to_string();
     let ev = store::jobs::insert(st, &row, &status).await?;
@@ -273,33 +323,105 @@ pub async fn create_job(
     Ok(res)
 }
 
-/// List jobs in submission order, optionally by status.
+/// Normalizes an RFC 3339 time given in a query to UTC, or names the parameter.
+fn query_time(field: &str, v: &Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))?;
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    Ok(Some(
+        utc.format(&time::format_description::well_known::Rfc3339)
+            .map_err(anyhow::Error::from)?,
+    ))
+}
+
+/// The `tag` parameters of a query string: `key` (has the tag) or `key:value`.
+fn query_tags(raw: Option<&str>) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
+    let mut tags = Vec::new();
+    for (k, v) in pairs {
+        if k != "tag" {
+            continue;
+        }
+        if tags.len() == labels::MAX_TAGS {
+            return Err(ApiError::invalid(
+                "tag",
+                format!("at most {} tag filters", labels::MAX_TAGS),
+            ));
+        }
+        let (key, value) = match v.split_once(':') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (v, None),
+        };
+        let mut errors = Vec::new();
+        labels::check_tag_key("tag", &key, &mut errors);
+        if let Some(v) = &value {
+            labels::check_tag_value("tag", v, &mut errors);
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        tags.push((key, value));
+    }
+    Ok(tags)
+}
+
+/// List jobs, filtered by status, model, dataset, name, tags and creation time, in submission order
+/// or sorted by a final or best metric. Pages follow `next` and stay stable under any order.
 #[utoipa::path(get, path = "/jobs", operation_id = "list_jobs", tag = "jobs",
-    params(JobListQuery),
+    params(JobListQuery,
+           ("tag" = Option<Vec<String>>, Query, description = "Only jobs with this tag: `key` (any value) \
+             or `key:value`; repeat the parameter to require several tags")),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
-        (status = 422, description = "Bad `limit`, `status` or `after`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, `order_by`, `order`, `limit` or `after`; `errors` names it", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
     Query(q): Query<JobListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<AppJson<JobList>, ApiError> {
     let limit = ListQuery {
         limit: q.limit,
         after: None,
     }
     .limit()?;
-    let page = store::jobs::list(
-        &state.store,
-        q.status.map(JobStatus::as_str),
-        limit,
-        q.after.as_deref(),
-    )
-    .await
-    .map_err(|e| match e {
-        store::Error::NotFound(_) => ApiError::invalid("after", "is not the id of a job"),
-        other => other.into(),
-    })?;
+    let sort = match &q.order_by {
+        None => SortKey::Created,
+        Some(s) => SortKey::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "order_by",
+                format!(
+                    "must be created_at, final.<metric> or best.<metric> with a metric among {}",
+                    store::jobs::SORT_METRICS.join(", ")
+                ),
+            )
+        })?,
+    };
+    let descending = match q.order.as_deref() {
+        None => sort != SortKey::Created,
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(ApiError::invalid("order", "must be asc or desc")),
+    };
+    let filter = JobFilter {
+        status: q.status.map(|s| s.as_str().to_string()),
+        model_id: q.model_id.clone(),
+        dataset_id: q.dataset_id.clone(),
+        name: q.name.clone(),
+        tags: query_tags(raw.as_deref())?,
+        created_after: query_time("created_after", &q.created_after)?,
+        created_before: query_time("created_before", &q.created_before)?,
+    };
+    let page = store::jobs::list(&state.store, &filter, sort, descending, limit, q.after.as_deref())
+        .await
+        .map_err(|e| match e {
+            store::Error::NotFound(_) => {
+                ApiError::invalid("after", "is not a cursor of this list (with this order)")
+            }
+            other => other.into(),
+        })?;
     let items = page
         .items
         .into_iter()
@@ -309,6 +431,51 @@ pub async fn list_jobs(
         items,
         next: page.next,
     }))
+}
+
+/// Edit a job's name, tags and notes: a JSON merge patch (a field left out stays, `null` removes
+/// it; in `tags`, a key set to `null` is removed, the others are added or changed).
+#[utoipa::path(patch, path = "/jobs/{id}", operation_id = "patch_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = JobPatch,
+    responses(
+        (status = 200, description = "The job as changed", body = JobView),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid name, tag or notes; `errors` names each", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn patch_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(patch): AppJson<JobPatch>,
+) -> Result<AppJson<JobView>, ApiError> {
+    loop {
+        let row = store::jobs::get(&state.store, &id)
+            .await
+            .map_err(not_found_as("job", &id))?;
+        let old = store::jobs::Labels {
+            name: row.name.clone(),
+            tags: row.tags.clone(),
+            notes: row.notes.clone(),
+        };
+        let mut name = row.name.clone();
+        let mut tags: Tags = parse_json_column(&row.tags, "tags")?;
+        let mut notes = row.notes.clone();
+        patch
+            .apply(&mut name, &mut tags, &mut notes)
+            .map_err(ApiError::validation)?;
+        let new = store::jobs::Labels {
+            name,
+            tags: serde_json::to_string(&tags).map_err(anyhow::Error::from)?,
+            notes,
+        };
+        if store::jobs::set_labels(&state.store, &id, &old, &new)
+            .await
+            .map_err(not_found_as("job", &id))?
+        {
+            let row = store::jobs::get(&state.store, &id).await?;
+            return Ok(AppJson(job_view(&state, row)?));
+        }
+    }
 }
 
 /// A job with its status, epoch, progress and outcome.

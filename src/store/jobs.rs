@@ -1,6 +1,7 @@
 //! SQL for training jobs: the queue (`jobs`), per-epoch metrics (`job_epochs`), the persisted SSE
 //! event log (`job_events`) and checkpoints, each multi-row change in one transaction.
 
+use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use super::saved_models::{self, SavedModelRow};
@@ -32,11 +33,15 @@ pub struct JobRow {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub updated_at: String,
+    pub name: Option<String>,
+    /// JSON object of string tags.
+    pub tags: String,
+    pub notes: Option<String>,
 }
 
 const COLUMNS: &str = "seq, id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
      epoch, batches_done, batches_total, best_epoch, stop_reason, error, saved_model_id, cancel_requested, \
-     attempts, created_at, started_at, finished_at, updated_at";
+     attempts, created_at, started_at, finished_at, updated_at, name, tags, notes";
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
@@ -62,6 +67,9 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         updated_at: r.try_get("updated_at")?,
+        name: r.try_get("name")?,
+        tags: r.try_get("tags")?,
+        notes: r.try_get("notes")?,
     })
 }
 
@@ -124,7 +132,7 @@ pub async fn insert(store: &Store, row: &JobRow, status_data: &str) -> Result<Ev
     let mut tx = store.pool.begin().await?;
     sqlx::query(
         "INSERT INTO jobs (id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+         created_at, updated_at, name, tags, notes) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
     .bind(&row.model_id)
@@ -135,6 +143,9 @@ pub async fn insert(store: &Store, row: &JobRow, status_data: &str) -> Result<Ev
     .bind(row.epochs)
     .bind(&row.created_at)
     .bind(&row.created_at)
+    .bind(&row.name)
+    .bind(&row.tags)
+    .bind(&row.notes)
     .execute(&mut *tx)
     .await
     .map_err(map_sqlx)?;
@@ -156,25 +167,256 @@ pub async fn get(store: &Store, id: &str) -> Result<JobRow, Error> {
     Ok(from_row(&row)?)
 }
 
-/// Jobs in submission order, optionally only those with `status`, `limit` of them after job `after`.
+/// The metrics a job list can be sorted by.
+pub const SORT_METRICS: [&str; 5] = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"];
+
+/// How a job list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// Submission order (`created_at`; `seq` breaks no ties because there are none).
+    Created,
+    /// A metric of the last completed epoch (one of [`SORT_METRICS`]).
+    Final(&'static str),
+    /// The best value of a metric over all epochs: the highest accuracy, the lowest of the others.
+    Best(&'static str),
+}
+
+impl SortKey {
+    /// Parses `created_at`, `final.<metric>` or `best.<metric>`.
+    pub fn parse(s: &str) -> Option<SortKey> {
+        if s == "created_at" {
+            return Some(SortKey::Created);
+        }
+        let (kind, metric) = s.split_once('.')?;
+        let metric = *SORT_METRICS.iter().find(|m| **m == metric)?;
+        match kind {
+            "final" => Some(SortKey::Final(metric)),
+            "best" => Some(SortKey::Best(metric)),
+            _ => None,
+        }
+    }
+
+    pub fn as_string(self) -> String {
+        match self {
+            SortKey::Created => "created_at".into(),
+            SortKey::Final(m) => format!("final.{m}"),
+            SortKey::Best(m) => format!("best.{m}"),
+        }
+    }
+
+    /// The SQL computing the key of a `jobs` row; `metric` comes from [`SORT_METRICS`], never from
+    /// a client's text.
+    fn sql(self) -> String {
+        match self {
+            SortKey::Created => "seq".into(),
+            SortKey::Final(m) => format!(
+                "(SELECT CAST(json_extract(e.metrics, '$.{m}') AS REAL) FROM job_epochs e \
+                 WHERE e.job_id = jobs.id ORDER BY e.epoch DESC LIMIT 1)"
+            ),
+            SortKey::Best(m) => {
+                let agg = if m.ends_with("accuracy") { "MAX" } else { "MIN" };
+                format!(
+                    "(SELECT {agg}(CAST(json_extract(e.metrics, '$.{m}') AS REAL)) FROM job_epochs e \
+                     WHERE e.job_id = jobs.id)"
+                )
+            }
+        }
+    }
+}
+
+/// What a job list keeps; every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<String>,
+    pub model_id: Option<String>,
+    pub dataset_id: Option<String>,
+    /// Jobs whose name contains this text, ignoring ASCII case.
+    pub name: Option<String>,
+    /// `(key, Some(value))`: the tag has this value; `(key, None)`: the job has the tag.
+    pub tags: Vec<(String, Option<String>)>,
+    /// RFC 3339; jobs created at or after it.
+    pub created_after: Option<String>,
+    /// RFC 3339; jobs created strictly before it.
+    pub created_before: Option<String>,
+}
+
+/// Where a sorted list resumes: the sort key and `seq` of the last job of the previous page, so the
+/// next page starts right after it however many jobs share its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct MetricCursor {
+    /// The order it belongs to (`best.val_accuracy desc`).
+    o: String,
+    v: Option<f64>,
+    s: i64,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+    Real(f64),
+}
+
+/// A page of jobs matching `filter`, ordered by `sort` (`descending` or not; jobs without the
+/// metric last either way), `limit` of them after the cursor `after`. With [`SortKey::Created`]
+/// the cursor is the id of the last job of the previous page; otherwise it is an opaque token
+/// holding that job's sort key and `seq`. `NotFound("cursor")` when it is neither.
 pub async fn list(
     store: &Store,
-    status: Option<&str>,
+    filter: &JobFilter,
+    sort: SortKey,
+    descending: bool,
     limit: i64,
     after: Option<&str>,
 ) -> Result<Page<JobRow>, Error> {
-    let after_seq = super::cursor_seq(store, super::Listed::Jobs, after).await?;
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM jobs WHERE seq > ? AND (? IS NULL OR status = ?) ORDER BY seq LIMIT ?"
-    )))
-    .bind(after_seq)
-    .bind(status)
-    .bind(status)
-    .bind(limit + 1)
-    .fetch_all(&store.pool)
+    let order = format!("{} {}", sort.as_string(), if descending { "desc" } else { "asc" });
+    let mut wheres = Vec::new();
+    let mut binds = Vec::new();
+    if let Some(v) = &filter.status {
+        wheres.push("status = ?".to_string());
+        binds.push(Bind::Text(v.clone()));
+    }
+    if let Some(v) = &filter.model_id {
+        wheres.push("model_id = ?".into());
+        binds.push(Bind::Text(v.clone()));
+    }
+    if let Some(v) = &filter.dataset_id {
+        wheres.push("dataset_id = ?".into());
+        binds.push(Bind::Text(v.clone()));
+    }
+    if let Some(v) = &filter.name {
+        wheres.push("instr(lower(name), lower(?)) > 0".into());
+        binds.push(Bind::Text(v.clone()));
+    }
+    for (k, v) in &filter.tags {
+        match v {
+            Some(v) => {
+                wheres.push(
+                    "EXISTS (SELECT 1 FROM json_each(jobs.tags) t WHERE t.key = ? AND t.value = ?)".into(),
+                );
+                binds.push(Bind::Text(k.clone()));
+                binds.push(Bind::Text(v.clone()));
+            }
+            None => {
+                wheres.push("EXISTS (SELECT 1 FROM json_each(jobs.tags) t WHERE t.key = ?)".into());
+                binds.push(Bind::Text(k.clone()));
+            }
+        }
+    }
+    if let Some(v) = &filter.created_after {
+        wheres.push("julianday(created_at) >= julianday(?)".into());
+        binds.push(Bind::Text(v.clone()));
+    }
+    if let Some(v) = &filter.created_before {
+        wheres.push("julianday(created_at) < julianday(?)".into());
+        binds.push(Bind::Text(v.clone()));
+    }
+    let (lt, dir) = if descending { ("<", "DESC") } else { (">", "ASC") };
+    let mut cursor_where = "1".to_string();
+    if let Some(after) = after {
+        if sort == SortKey::Created {
+            let seq = super::cursor_seq(store, super::Listed::Jobs, Some(after)).await?;
+            cursor_where = format!("sort_key {lt} ?");
+            binds.push(Bind::Int(seq));
+        } else {
+            let c: MetricCursor = hex::decode(after)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .filter(|c: &MetricCursor| c.o == order)
+                .ok_or(Error::NotFound("cursor"))?;
+            match c.v {
+                Some(v) => {
+                    cursor_where = format!(
+                        "(sort_key IS NOT NULL AND (sort_key {lt} ? OR (sort_key = ? AND seq {lt} ?))) \
+                         OR sort_key IS NULL"
+                    );
+                    binds.push(Bind::Real(v));
+                    binds.push(Bind::Real(v));
+                    binds.push(Bind::Int(c.s));
+                }
+                None => {
+                    cursor_where = format!("sort_key IS NULL AND seq {lt} ?");
+                    binds.push(Bind::Int(c.s));
+                }
+            }
+        }
+    }
+    let filter_sql = if wheres.is_empty() {
+        "1".to_string()
+    } else {
+        wheres.join(" AND ")
+    };
+    let sql = format!(
+        "SELECT * FROM (SELECT {COLUMNS}, {key} AS sort_key FROM jobs WHERE {filter_sql}) \
+         WHERE {cursor_where} ORDER BY sort_key IS NULL, sort_key {dir}, seq {dir} LIMIT ?",
+        key = sort.sql()
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for b in binds {
+        q = match b {
+            Bind::Text(t) => q.bind(t),
+            Bind::Int(i) => q.bind(i),
+            Bind::Real(r) => q.bind(r),
+        };
+    }
+    let rows = q.bind(limit + 1).fetch_all(&store.pool).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    let mut keys = Vec::with_capacity(rows.len());
+    for r in &rows {
+        items.push(from_row(r)?);
+        keys.push(if sort == SortKey::Created {
+            None
+        } else {
+            r.try_get::<Option<f64>, _>("sort_key")?
+        });
+    }
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next = match items.last() {
+        Some(last) if more => Some(if sort == SortKey::Created {
+            last.id.clone()
+        } else {
+            let c = MetricCursor {
+                o: order,
+                v: keys[items.len() - 1],
+                s: last.seq,
+            };
+            hex::encode(serde_json::to_vec(&c).map_err(|e| Error::Corrupt(e.to_string()))?)
+        }),
+        _ => None,
+    };
+    Ok(Page { items, next })
+}
+
+/// A job's name, tags (JSON) and notes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    pub name: Option<String>,
+    pub tags: String,
+    pub notes: Option<String>,
+}
+
+/// Replaces a job's labels if they still are `old`; `false` when another change came first (the
+/// caller reads again and reapplies its patch), `NotFound` when the job is gone.
+pub async fn set_labels(store: &Store, id: &str, old: &Labels, new: &Labels) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET name = ?, tags = ?, notes = ?, updated_at = ? \
+         WHERE id = ? AND name IS ? AND tags = ? AND notes IS ?",
+    )
+    .bind(&new.name)
+    .bind(&new.tags)
+    .bind(&new.notes)
+    .bind(now_rfc3339())
+    .bind(id)
+    .bind(&old.name)
+    .bind(&old.tags)
+    .bind(&old.notes)
+    .execute(&store.pool)
     .await?;
-    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(super::Page::from_rows(items, limit, |r| &r.id))
+    if done.rows_affected() == 1 {
+        return Ok(true);
+    }
+    get(store, id).await?;
+    Ok(false)
 }
 
 /// Atomically takes the oldest queued job and marks it running; `None` when the queue is empty.
