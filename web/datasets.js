@@ -326,7 +326,14 @@ function pcaForm(ds) {
 async function deleteDataset(ds, status) {
   if (!window.confirm(`Delete dataset "${ds.name}"?`)) return;
   try {
-    await del(`/v1/datasets/${encodeURIComponent(ds.id)}`);
+    try {
+      await del(`/v1/datasets/${encodeURIComponent(ds.id)}`);
+    } catch (err) {
+      // Finished jobs that used it: delete them too, once the user agrees.
+      if (err.status !== 409 || !String(err.problem?.detail || '').includes('cascade=true')) throw err;
+      if (!window.confirm(`${err.problem.detail}\n\nDelete those jobs with the dataset?`)) return;
+      await del(`/v1/datasets/${encodeURIComponent(ds.id)}?cascade=true`);
+    }
     location.hash = '#/datasets';
   } catch (err) {
     clear(status, message('error', err));

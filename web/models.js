@@ -293,7 +293,14 @@ function appendLayerForm(model, status) {
 async function deleteModel(model, status) {
   if (!window.confirm(`Delete model "${model.name}"?`)) return;
   try {
-    await del(`/v1/models/${encodeURIComponent(model.id)}`);
+    try {
+      await del(`/v1/models/${encodeURIComponent(model.id)}`);
+    } catch (err) {
+      // Finished jobs that used it: delete them too, once the user agrees.
+      if (err.status !== 409 || !String(err.problem?.detail || '').includes('cascade=true')) throw err;
+      if (!window.confirm(`${err.problem.detail}\n\nDelete those jobs with the model?`)) return;
+      await del(`/v1/models/${encodeURIComponent(model.id)}?cascade=true`);
+    }
     location.hash = '#/models';
   } catch (err) {
     clear(status, message('error', err));

@@ -632,19 +632,21 @@ pub async fn get_dataset(
     Ok(AppJson(dataset_view(&row)))
 }
 
-/// Delete a dataset and its stored arrays.
+/// Delete a dataset and its stored arrays. Finished jobs that trained or validated on it are deleted
+/// with it only with `cascade=true` (their saved models stay); otherwise they make it a 409.
 #[utoipa::path(delete, path = "/datasets/{id}", operation_id = "delete_dataset", tag = "datasets",
-    params(("id" = String, Path, description = "Dataset id")),
+    params(("id" = String, Path, description = "Dataset id"), super::jobs::CascadeQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A queued or running job uses the dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A queued or running job uses the dataset, or finished jobs do and `cascade` is not `true`; `detail` names the jobs", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_dataset(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<super::jobs::CascadeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    store::datasets::delete(&state.store, &id)
+    store::datasets::delete(&state.store, &id, q.cascade.unwrap_or(false))
         .await
         .map_err(|e| dataset_error(e, &id))?;
     Ok(StatusCode::NO_CONTENT)

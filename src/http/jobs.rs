@@ -28,7 +28,7 @@ use crate::store::{self, jobs::JobFilter, jobs::JobRow, jobs::SortKey};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_job, list_jobs))
-        .routes(routes!(get_job, patch_job))
+        .routes(routes!(get_job, patch_job, delete_job))
         .routes(routes!(cancel_job))
         .routes(routes!(job_events))
         .routes(routes!(get_job_history))
@@ -140,6 +140,23 @@ pub struct JobListQuery {
     pub limit: Option<i64>,
     /// Cursor: the `next` value of the previous page.
     pub after: Option<String>,
+}
+
+/// Whether deleting a dataset or model also deletes the finished jobs that used it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CascadeQuery {
+    /// `true` deletes the finished jobs that used it (with their epochs, events and checkpoints;
+    /// their saved models stay). Without it, such jobs make the delete a 409.
+    pub cascade: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteJobQuery {
+    /// `true` also deletes the saved models made from the job (refused while an alias points at one
+    /// or a queued or running job starts from one). By default they stay.
+    pub saved_models: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -493,6 +510,30 @@ pub async fn get_job(
         .await
         .map_err(not_found_as("job", &id))?;
     Ok(AppJson(job_view(&state, row)?))
+}
+
+/// Delete a finished job with its epochs, events and checkpoints, and reclaim their space. A queued
+/// or running job is a 409: cancel it, wait for `cancelled`, then delete it. Its saved models stay
+/// (their `job_id` then names a deleted job) unless `saved_models=true`.
+#[utoipa::path(delete, path = "/jobs/{id}", operation_id = "delete_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), DeleteJobQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is queued or running, or one of its saved models (with `saved_models=true`) is an alias's target or a running job's initial weights", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteJobQuery>,
+) -> Result<StatusCode, ApiError> {
+    let deleted = store::jobs::delete(&state.store, &id, q.saved_models.unwrap_or(false))
+        .await
+        .map_err(not_found_as("job", &id))?;
+    for sm in &deleted.saved_models {
+        state.models.remove(sm);
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Cancel a job: a queued one never starts (200); a running one stops before its next batch,

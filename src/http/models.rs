@@ -278,19 +278,21 @@ pub async fn get_model(
     Ok(AppJson(model_view(&row, &spec, &summary)))
 }
 
-/// Delete a model architecture.
+/// Delete a model architecture. Finished jobs that trained it are deleted with it only with
+/// `cascade=true` (its saved models stay: they keep a copy of the spec); otherwise they make it a 409.
 #[utoipa::path(delete, path = "/models/{id}", operation_id = "delete_model", tag = "models",
-    params(("id" = String, Path, description = "Model id")),
+    params(("id" = String, Path, description = "Model id"), super::jobs::CascadeQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such model", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A queued or running job uses the model", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A queued or running job uses the model, or finished jobs do and `cascade` is not `true`; `detail` names the jobs", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<super::jobs::CascadeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    store::models::delete(&state.store, &id)
+    store::models::delete(&state.store, &id, q.cascade.unwrap_or(false))
         .await
         .map_err(|e| model_error(e, &id))?;
     Ok(StatusCode::NO_CONTENT)

@@ -512,7 +512,7 @@ pub async fn get_saved_model(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A queued or running job uses it as `initial_weights`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An alias points at it, or a queued or running job uses it as `initial_weights`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_saved_model(
     State(state): State<AppState>,

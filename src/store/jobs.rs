@@ -715,3 +715,51 @@ pub async fn finish(store: &Store, f: &Finish<'_>) -> Result<Option<Vec<EventRow
     tx.commit().await?;
     Ok(Some(vec![a, b]))
 }
+
+/// What deleting a job removed besides its rows.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// Saved models deleted with it (asked for), to drop from the model cache.
+    pub saved_models: Vec<String>,
+}
+
+/// Deletes a finished job with its epochs, events and checkpoints (foreign keys cascade), and with
+/// `with_saved_models` the saved models made from it, in one transaction; then returns the freed
+/// pages to the file system. `Conflict` for a queued or running job, or a saved model an alias
+/// names or a queued or running job starts from.
+pub async fn delete(store: &Store, id: &str, with_saved_models: bool) -> Result<Deleted, Error> {
+    let mut tx = store.pool.begin().await?;
+    // The first statement writes, so the transaction holds the write lock from the start.
+    let done =
+        sqlx::query("DELETE FROM jobs WHERE id = ? AND status IN ('succeeded', 'failed', 'cancelled')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    if done.rows_affected() == 0 {
+        drop(tx);
+        let row = get(store, id).await?;
+        return Err(Error::Conflict(format!(
+            "job {id:?} is {}; cancel it and delete it once it has stopped",
+            row.status
+        )));
+    }
+    let mut deleted = Deleted::default();
+    if with_saved_models {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM saved_models WHERE job_id = ? ORDER BY seq")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for sm in &ids {
+            saved_models::check_unused(&mut tx, sm).await?;
+        }
+        sqlx::query("DELETE FROM saved_models WHERE job_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        deleted.saved_models = ids;
+    }
+    tx.commit().await?;
+    super::reclaim_space(store).await;
+    Ok(deleted)
+}

@@ -171,6 +171,28 @@ impl<T> Page<T> {
     }
 }
 
+/// Returns the pages freed by deletions to the file system (`PRAGMA incremental_vacuum`); the
+/// file itself shrinks at the next WAL checkpoint. A failure only leaves the space unreclaimed.
+pub async fn reclaim_space(store: &Store) {
+    if let Err(e) = sqlx::query("PRAGMA incremental_vacuum")
+        .execute(&store.pool)
+        .await
+    {
+        tracing::warn!(error = %e, "reclaiming free pages failed");
+    }
+}
+
+/// Up to five job ids, quoted, for a conflict naming the jobs that use a resource.
+pub fn name_jobs(ids: &[String], total: i64) -> String {
+    let shown: Vec<String> = ids.iter().take(5).map(|i| format!("{i:?}")).collect();
+    let more = total - shown.len() as i64;
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
 /// Maps constraint violations to conflicts (a row still referenced, a duplicate key); everything
 /// else stays a database error.
 pub fn map_sqlx(e: sqlx::Error) -> Error {

@@ -74,22 +74,57 @@ pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page
     Ok(super::Page::from_rows(items, limit, |r| &r.id))
 }
 
-pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
-    // One statement, so a job queued between a check and the delete cannot lose its model.
+pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error> {
+    // The first statement writes, so the transaction holds the write lock throughout: no job can be
+    // queued between the checks and the delete.
+    let mut tx = store.pool.begin().await?;
     let done = sqlx::query(
-        "DELETE FROM models WHERE id = ?1 AND NOT EXISTS \
-         (SELECT 1 FROM jobs WHERE status IN ('queued', 'running') AND model_id = ?1)",
+        "DELETE FROM models WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE (model_id = ?1) AND (status IN ('queued', 'running') OR NOT ?2))",
     )
     .bind(id)
-    .execute(&store.pool)
+    .bind(cascade)
+    .execute(&mut *tx)
     .await
     .map_err(map_sqlx)?;
     if done.rows_affected() == 0 {
+        drop(tx);
         get(store, id).await?;
+        let unfinished: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE (model_id = ?1) AND status IN ('queued', 'running') ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&store.pool)
+        .await?;
+        if !unfinished.is_empty() {
+            return Err(Error::Conflict(format!(
+                "model {id:?} is used by a queued or running job ({}); cancel the job or wait for it to finish",
+                super::name_jobs(&unfinished, unfinished.len() as i64)
+            )));
+        }
+        let used: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE (model_id = ?1) ORDER BY seq LIMIT 5")
+                .bind(id)
+                .fetch_all(&store.pool)
+                .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE model_id = ?1")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await?;
         return Err(Error::Conflict(format!(
-            "model {id:?} is used by a queued or running job; cancel the job or wait for it to finish"
+            "model {id:?} is used by the finished jobs {}; delete them, or pass cascade=true to delete \
+             them with it",
+            super::name_jobs(&used, total)
         )));
     }
+    if cascade {
+        sqlx::query("DELETE FROM jobs WHERE model_id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    super::reclaim_space(store).await;
     Ok(())
 }
 

@@ -202,14 +202,15 @@ pub async fn list(
     Ok(super::Page::from_rows(items, limit, |r| &r.id))
 }
 
-/// Deletes a saved model unless a queued or running job continues training from it
-/// (`initial_weights`); the check and the delete are one statement, so no job can slip in between.
+/// Deletes a saved model unless an alias points at it or a queued or running job continues
+/// training from it (`initial_weights`); the checks and the delete are one statement, so neither can
+/// slip in between.
 pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
     let done = sqlx::query(
-        "DELETE FROM saved_models WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs \
-         WHERE status IN ('queued', 'running') AND json_extract(request, '$.initial_weights') = ?)",
+        "DELETE FROM saved_models WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE status IN ('queued', 'running') AND json_extract(request, '$.initial_weights') = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM aliases WHERE saved_model_id = ?1)",
     )
-    .bind(id)
     .bind(id)
     .execute(&store.pool)
     .await
@@ -217,19 +218,37 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
     if done.rows_affected() == 1 {
         return Ok(());
     }
+    let mut tx = store.pool.begin().await?;
+    check_unused(&mut tx, id).await?;
+    Err(Error::NotFound("saved model"))
+}
+
+/// Refuses (`Conflict`) to delete a saved model an alias points at or a queued or running job
+/// starts from; inside the deleting transaction, so neither can appear in between.
+pub async fn check_unused(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: &str) -> Result<(), Error> {
+    let alias: Option<String> =
+        sqlx::query_scalar("SELECT name FROM aliases WHERE saved_model_id = ? ORDER BY name LIMIT 1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some(alias) = alias {
+        return Err(Error::Conflict(format!(
+            "saved model {id:?} is the target of alias {alias:?}; move or delete the alias first"
+        )));
+    }
     let job: Option<String> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE status IN ('queued', 'running') \
          AND json_extract(request, '$.initial_weights') = ? ORDER BY seq LIMIT 1",
     )
     .bind(id)
-    .fetch_optional(&store.pool)
+    .fetch_optional(&mut **tx)
     .await?;
-    match job {
-        Some(job) => Err(Error::Conflict(format!(
+    if let Some(job) = job {
+        return Err(Error::Conflict(format!(
             "saved model {id:?} is the initial_weights of job {job:?}, which is still queued or running"
-        ))),
-        None => Err(Error::NotFound("saved model")),
+        )));
     }
+    Ok(())
 }
 
 /// A job as far as making a saved model from its checkpoint needs it.

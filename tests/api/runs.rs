@@ -345,3 +345,151 @@ async fn an_unknown_job_cannot_be_listed_after() {
     let problem = assert_problem(app.get("/v1/jobs?after=nope").await, 422).await;
     assert_eq!(error_fields(&problem), ["after"]);
 }
+
+/// `PRAGMA page_count` and the rows a job has in each of its tables, read from the database file.
+async fn db_facts(app: &TestApp, job: &str) -> (i64, i64) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", app.db_path().display()))
+        .await
+        .unwrap();
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM job_epochs WHERE job_id = ?1) + \
+         (SELECT COUNT(*) FROM job_events WHERE job_id = ?1) + \
+         (SELECT COUNT(*) FROM checkpoints WHERE job_id = ?1) + (SELECT COUNT(*) FROM jobs WHERE id = ?1)",
+    )
+    .bind(job)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    (pages, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_finished_jobs_removes_their_rows_keeps_saved_models_unless_asked_and_shrinks_the_file() {
+    let app = spawn_app_with(|c| c.workers = 1).await;
+    let ds = digits_dataset(&app).await;
+    // Wide enough that each job's checkpoints (weights and Adam moments) fill many pages.
+    let model = digits_model(&app, 512).await;
+    let a = submit(&app, &job_body(&model, &ds, 2)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = submit(&app, &job_body(&model, &ds, 2)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a_saved = wait_finished(&app, &a).await["saved_model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_saved = wait_finished(&app, &b).await["saved_model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let running = submit(&app, &job_body(&model, &ds, 500)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    super::jobs::wait_until(&app, &running, 60, |j| j["status"] == "running").await;
+
+    let problem = assert_problem(app.delete(&format!("/v1/jobs/{running}")).await, 409).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("running"),
+        "{problem}"
+    );
+    assert_problem(app.delete("/v1/jobs/nope").await, 404).await;
+    app.post_json(&format!("/v1/jobs/{running}/cancel"), &json!({}))
+        .await;
+    wait_finished(&app, &running).await;
+
+    let (pages_before, rows_a) = db_facts(&app, &a).await;
+    assert!(rows_a > 5, "job a has rows: {rows_a}");
+    assert_eq!(app.delete(&format!("/v1/jobs/{a}")).await.status(), 204);
+    let (pages_after_a, rows_a) = db_facts(&app, &a).await;
+    assert_eq!(rows_a, 0);
+    assert!(
+        pages_after_a < pages_before,
+        "{pages_after_a} pages, before {pages_before}"
+    );
+    assert_problem(app.get(&format!("/v1/jobs/{a}")).await, 404).await;
+    assert_problem(app.get(&format!("/v1/jobs/{a}/history")).await, 404).await;
+    assert_problem(app.delete(&format!("/v1/jobs/{a}")).await, 404).await;
+    // Its saved model stays and still predicts.
+    assert_eq!(
+        app.get(&format!("/v1/saved-models/{a_saved}")).await.status(),
+        200
+    );
+    let res = app
+        .post_json(
+            &format!("/v1/saved-models/{a_saved}/predict"),
+            &json!({"instances": [vec![0.0; 64]]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+
+    // With saved_models=true the saved model goes too, and with it more pages.
+    assert_eq!(
+        app.delete(&format!("/v1/jobs/{b}?saved_models=true"))
+            .await
+            .status(),
+        204
+    );
+    let (pages_after_b, rows_b) = db_facts(&app, &b).await;
+    assert_eq!(rows_b, 0);
+    assert!(
+        pages_after_b < pages_after_a,
+        "{pages_after_b} pages, before {pages_after_a}"
+    );
+    assert_problem(app.get(&format!("/v1/saved-models/{b_saved}")).await, 404).await;
+    assert_problem(
+        app.post_json(
+            &format!("/v1/saved-models/{b_saved}/predict"),
+            &json!({"instances": [vec![0.0; 64]]}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    // The cancelled job is gone from lists once deleted.
+    assert_eq!(app.delete(&format!("/v1/jobs/{running}")).await.status(), 204);
+    assert_eq!(ids(&all_pages(&app, "order=asc", 10).await), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_or_model_used_by_finished_jobs_is_deleted_only_with_cascade() {
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let val = digits_dataset(&app).await;
+    let model = digits_model(&app, 8).await;
+    let mut body = job_body(&model, &ds, 1);
+    body["validation"] = json!({"dataset_id": val});
+    let job = submit(&app, &body).await["id"].as_str().unwrap().to_string();
+    let saved = wait_finished(&app, &job).await["saved_model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for path in [format!("/v1/datasets/{val}"), format!("/v1/models/{model}")] {
+        let problem = assert_problem(app.delete(&path).await, 409).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&job) && detail.contains("cascade=true"),
+            "{problem}"
+        );
+        assert_eq!(app.get(&path).await.status(), 200, "still there");
+    }
+    assert_eq!(app.get(&format!("/v1/jobs/{job}")).await.status(), 200);
+    let res = app.delete(&format!("/v1/datasets/{val}?cascade=true")).await;
+    assert_eq!(res.status(), 204);
+    assert_problem(app.get(&format!("/v1/datasets/{val}")).await, 404).await;
+    assert_problem(app.get(&format!("/v1/jobs/{job}")).await, 404).await;
+    // Nothing uses the model or the training set any more.
+    assert_eq!(app.delete(&format!("/v1/models/{model}")).await.status(), 204);
+    assert_eq!(app.delete(&format!("/v1/datasets/{ds}")).await.status(), 204);
+    assert_eq!(app.get(&format!("/v1/saved-models/{saved}")).await.status(), 200);
+    assert_problem(app.delete(&format!("/v1/datasets/{ds}?cascade=yes")).await, 400).await;
+}
