@@ -5,6 +5,7 @@ pub mod data;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod nn;
 pub mod serving;
 pub mod startup;

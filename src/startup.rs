@@ -51,6 +51,7 @@ impl Application {
         .context("starting the job workers")?;
         let limits = ConnLimits::from_config(&config);
         let state = AppState::new(config, store, jobs)?;
+        spawn_metrics_upkeep(&state.metrics);
         let router = http::router(state.clone());
         Ok(Application {
             listener,
@@ -101,6 +102,20 @@ impl Application {
         tracing::info!("fitd stopped");
         Ok(())
     }
+}
+
+/// Folds histogram samples in every 10 s, until the server's metrics are dropped.
+fn spawn_metrics_upkeep(metrics: &std::sync::Arc<crate::metrics::Metrics>) {
+    let weak = std::sync::Arc::downgrade(metrics);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            match weak.upgrade() {
+                Some(m) => m.upkeep(),
+                None => return,
+            }
+        }
+    });
 }
 
 /// Registers `--admin-token-file`, then refuses to serve a non-loopback address without tokens

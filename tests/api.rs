@@ -11,6 +11,7 @@ mod api {
     mod errors;
     mod hostile_uploads;
     mod jobs;
+    mod metrics;
     mod models;
     mod openapi;
     mod runs;

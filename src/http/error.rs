@@ -220,8 +220,11 @@ impl From<store::Error> for ApiError {
                 id: String::new(),
             },
             store::Error::Conflict(msg) => ApiError::Conflict(msg),
-            store::Error::Sqlx(_)
-            | store::Error::Migrate(_)
+            store::Error::Sqlx(_) => {
+                crate::metrics::db_error();
+                ApiError::Internal(anyhow::Error::new(e))
+            }
+            store::Error::Migrate(_)
             | store::Error::Io(_)
             | store::Error::Corrupt(_)
             | store::Error::Locked { .. } => ApiError::Internal(anyhow::Error::new(e)),

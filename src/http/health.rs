@@ -35,10 +35,9 @@ pub async fn healthz() -> Json<HealthView> {
         (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+    state.store.ping().await.map_err(|e| {
+        crate::metrics::db_error();
+        ApiError::Unavailable(format!("database: {e}"))
+    })?;
     Ok(Json(HealthView { status: "ok".into() }))
 }

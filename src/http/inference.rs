@@ -111,10 +111,12 @@ pub async fn run<C: Send + 'static>(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = state.load.clone();
     let jobs_running = state.jobs.running_count();
-    let work = move || -> Result<(Encoded, [Duration; 3]), ApiError> {
+    let model_id = served.id.clone();
+    let work = move || -> Result<(Encoded, usize, [Duration; 3]), ApiError> {
         let _entered = load.enter(inline);
         let t0 = Instant::now();
         let (x, ctx) = parse(&served)?;
+        let rows = x.nrows();
         let t1 = Instant::now();
         let threads = if inline || jobs_running > 0 || !load.alone() {
             1
@@ -126,15 +128,16 @@ pub async fn run<C: Send + 'static>(
         let t2 = Instant::now();
         let encoded = encode(&served, out, ctx)?;
         let t3 = Instant::now();
-        Ok((encoded, [t1 - t0, t2 - t1, t3 - t2]))
+        Ok((encoded, rows, [t1 - t0, t2 - t1, t3 - t2]))
     };
-    let (encoded, [parse, predict, encode]) = if inline {
+    let (encoded, rows, [parse, predict, encode]) = if inline {
         work()?
     } else {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(anyhow::Error::from)??
     };
+    state.metrics.prediction(&model_id, rows, started.elapsed());
     Ok(respond(
         encoded,
         Timings {

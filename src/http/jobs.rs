@@ -701,7 +701,9 @@ pub async fn job_events(
     // Subscribe before reading the stored events, so nothing falls between the two.
     let live = state.jobs.hub().subscribe(&id);
     let (tx, rx) = mpsc::channel(64);
+    let open = state.metrics.sse_opened();
     tokio::spawn(async move {
+        let _open = open;
         let hub_state = state.clone();
         let job = id.clone();
         follow(state, id, last, live, tx).await;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod inference;
 pub mod jobs;
+pub mod metrics;
 pub mod models;
 pub mod pagination;
 pub mod saved_models;
@@ -52,6 +53,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "kserve-v2", description = "Open Inference Protocol (KServe v2 REST) for saved models"),
         (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
         (name = "tokens", description = "API tokens (the `admin` scope)"),
+        (name = "metrics", description = "Prometheus metrics"),
     ),
 
     paths(datasets::get_dataset_sample),
@@ -70,6 +72,7 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(tokens::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(v2::router())
         .nest("/v1", v1)
 }
@@ -152,6 +155,7 @@ pub fn router(state: AppState) -> Router {
     document_security(&mut spec);
     let config = state.config.clone();
     let auth_state = state.clone();
+    let metrics_state = state.clone();
     let api = api
         .merge(datasets::extra_routes())
         .with_state(state)
@@ -173,6 +177,10 @@ pub fn router(state: AppState) -> Router {
     .layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.request_timeout_secs),
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        metrics_state,
+        metrics::track,
     ))
     .layer(
         CorsLayer::new()

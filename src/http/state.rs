@@ -29,6 +29,8 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Whether requests need a token (latched once any token exists).
     pub auth: Arc<crate::auth::AuthState>,
+    /// Prometheus metrics, the same recorder the job workers use.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_uploads as usize,
             )),
+            metrics: jobs.metrics(),
             config: Arc::new(config),
             store,
             http_client,

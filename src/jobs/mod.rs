@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub use hub::{EventHub, JobEvent};
 pub use runner::last_dense;
 
+/// Jobs per status, every status listed (zero when none).
+pub type JobStatusCounts = Vec<(&'static str, i64)>;
+
 use crate::store::{self, Store};
 
 /// Flags and live counters of one running job, shared by its worker and the HTTP handlers.
@@ -51,6 +54,8 @@ pub(crate) struct Shared {
     rt: Handle,
     /// Engine threads for a job, by batch size.
     threads: Box<dyn Fn(usize) -> usize + Send + Sync>,
+    /// The server's metrics: queue waits, epochs.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -81,6 +86,11 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    /// The server's metrics, shared with the HTTP handlers.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
     /// Puts jobs left `running` by a crash back in the queue and starts `workers` threads.
     /// `threads` picks the engine threads of a job from its batch size.
     pub async fn start(
@@ -102,6 +112,7 @@ impl Jobs {
             streams: CancellationToken::new(),
             rt: Handle::current(),
             threads: Box::new(threads),
+            metrics: Arc::default(),
         });
         let handles = (0..workers.max(1))
             .map(|i| {

@@ -56,6 +56,11 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
         }));
         match claimed {
             Ok(Some((job, running))) => {
+                if job.attempts == 1
+                    && let Some(waited) = queue_wait(&job)
+                {
+                    shared.metrics.job_started(waited);
+                }
                 shared.hub.publish(&job.id, JobEvent::from(&running));
                 run_claimed(shared, job);
                 continue;
@@ -66,6 +71,14 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
         // The timeout is a backstop: a missed wake-up costs at most this long.
         shared.wait_for_work(seen, Duration::from_secs(2));
     }
+}
+
+/// From submitting a job to its first start.
+fn queue_wait(job: &JobRow) -> Option<Duration> {
+    use time::format_description::well_known::Rfc3339;
+    let created = time::OffsetDateTime::parse(&job.created_at, &Rfc3339).ok()?;
+    let started = time::OffsetDateTime::parse(job.started_at.as_deref()?, &Rfc3339).ok()?;
+    (started - created).try_into().ok()
 }
 
 fn status_data(status: JobStatus, epoch: Option<i64>, attempt: i64) -> String {
@@ -194,6 +207,7 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
         plan.train.loss,
         units,
     ))?;
+    let n_train = train.len();
     let checkpoint = rt.block_on(store::jobs::latest_checkpoint(st, &job.id))?;
     let mut stored: Vec<usize> = rt
         .block_on(store::jobs::list_checkpoints(st, &job.id))?
@@ -243,6 +257,7 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
             EpochOutcome::Completed { logs, .. } => logs,
             EpochOutcome::Cancelled => return stop(shared, job, flags),
         };
+        shared.metrics.epoch(logs.duration, n_train);
         let mut metrics = metrics_json(&logs, plan.accuracy);
         // History's `learning_rate`, as Keras's rate callbacks log it.
         metrics["learning_rate"] = json!(logs.learning_rate);

@@ -763,3 +763,14 @@ pub async fn delete(store: &Store, id: &str, with_saved_models: bool) -> Result<
     super::reclaim_space(store).await;
     Ok(deleted)
 }
+
+/// How many jobs have each status; every status is listed, with 0 when none has it.
+pub async fn count_by_status(store: &Store) -> Result<Vec<(&'static str, i64)>, Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        .fetch_all(&store.pool)
+        .await?;
+    Ok(["queued", "running", "succeeded", "failed", "cancelled"]
+        .into_iter()
+        .map(|s| (s, rows.iter().find(|(r, _)| r == s).map_or(0, |(_, n)| *n)))
+        .collect())
+}
