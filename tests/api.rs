@@ -7,6 +7,7 @@ mod api {
 
     mod auth;
 
+    mod aliases;
     mod datasets;
     mod errors;
     mod hostile_uploads;

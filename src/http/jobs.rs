@@ -28,6 +28,7 @@ use crate::store::{self, jobs::JobFilter, jobs::JobRow, jobs::SortKey};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_job, list_jobs))
+        .routes(routes!(compare_jobs))
         .routes(routes!(get_job, patch_job, delete_job))
         .routes(routes!(cancel_job))
         .routes(routes!(job_events))
@@ -864,4 +865,188 @@ mod tests {
         // Every event after the first exactly once, in order, and the stream ended after `done`.
         assert_eq!(ids, (2..=n).collect::<Vec<_>>());
     }
+}
+
+/// Most jobs one comparison takes.
+pub const MAX_COMPARE: usize = 20;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CompareQuery {
+    /// Comma-separated ids of 2 to 20 jobs, in the order to show them.
+    pub ids: Option<String>,
+}
+
+/// One job of a comparison: who it is, how it ended, and its History on the shared epoch axis.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComparedJob {
+    pub id: String,
+    pub name: Option<String>,
+    pub tags: Tags,
+    pub status: JobStatus,
+    pub best_epoch: Option<i64>,
+    pub saved_model_id: Option<String>,
+    /// Per metric, one value per entry of the comparison's `epoch`: `null` where this job has no
+    /// such epoch (it ran fewer) or no value.
+    #[schema(value_type = Object)]
+    pub history: serde_json::Map<String, Value>,
+}
+
+/// One hyperparameter, by its path in the job request, with each job's value (`null` when the job
+/// does not set it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComparedParam {
+    /// Dotted path, e.g. `compile.optimizer.learning_rate` or `callbacks[0].patience`.
+    pub path: String,
+    /// One value per job, in the order of `jobs`.
+    #[schema(value_type = Vec<Object>)]
+    pub values: Vec<Value>,
+    /// Whether the jobs disagree on it.
+    pub differs: bool,
+}
+
+/// Several jobs side by side.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Comparison {
+    /// The shared epoch axis: 0-based epochs from 0 to the longest job's last.
+    pub epoch: Vec<i64>,
+    pub jobs: Vec<ComparedJob>,
+    /// Every hyperparameter any job's request sets (model, data, compile, fit, callbacks, initial
+    /// weights), sorted by path.
+    pub params: Vec<ComparedParam>,
+    /// The paths of `params` whose values differ.
+    pub differing: Vec<String>,
+}
+
+/// Flattens a JSON request into `path -> scalar` pairs (objects by `.key`, arrays by `[i]`).
+fn flatten(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, Value>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, v, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// Several jobs side by side: their histories aligned by epoch and their hyperparameters, with the
+/// ones that differ named.
+#[utoipa::path(get, path = "/jobs/compare", operation_id = "compare_jobs", tag = "jobs",
+    params(CompareQuery),
+    responses(
+        (status = 200, description = "The comparison", body = Comparison),
+        (status = 404, description = "One of the jobs does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`ids` missing, with fewer than 2 or more than 20 jobs, or a job twice", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn compare_jobs(
+    State(state): State<AppState>,
+    Query(q): Query<CompareQuery>,
+) -> Result<AppJson<Comparison>, ApiError> {
+    let raw = q.ids.unwrap_or_default();
+    let ids: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if ids.len() < 2 || ids.len() > MAX_COMPARE {
+        return Err(ApiError::invalid(
+            "ids",
+            format!("must list 2 to {MAX_COMPARE} job ids, separated by commas"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(ApiError::invalid("ids", format!("lists job {dup:?} twice")));
+    }
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut epochs = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let row = store::jobs::get(&state.store, id)
+            .await
+            .map_err(not_found_as("job", id))?;
+        let e = store::jobs::epochs_since(&state.store, id, -1).await?;
+        rows.push(row);
+        epochs.push(e);
+    }
+    let last = epochs.iter().filter_map(|e| e.last().map(|r| r.epoch)).max();
+    let axis: Vec<i64> = match last {
+        Some(l) => (0..=l).collect(),
+        None => Vec::new(),
+    };
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut flat = Vec::with_capacity(rows.len());
+    for (row, eps) in rows.into_iter().zip(epochs) {
+        let mut by_epoch = vec![None; axis.len()];
+        for r in &eps {
+            if let Some(slot) = usize::try_from(r.epoch).ok().and_then(|i| by_epoch.get_mut(i)) {
+                *slot = Some(parse_json_column::<serde_json::Map<String, Value>>(
+                    &r.metrics,
+                    "epoch metrics",
+                )?);
+            }
+        }
+        let mut history = serde_json::Map::new();
+        for key in ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"] {
+            if by_epoch.iter().flatten().any(|m| m.contains_key(key)) {
+                let values = by_epoch
+                    .iter()
+                    .map(|m| {
+                        m.as_ref()
+                            .and_then(|m| m.get(key))
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect();
+                history.insert(key.into(), Value::Array(values));
+            }
+        }
+        let request: Value = parse_json_column(&row.request, "request")?;
+        let mut params = std::collections::BTreeMap::new();
+        flatten("", &request, &mut params);
+        flat.push(params);
+        let status = JobStatus::parse(&row.status)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown job status {:?}", row.status)))?;
+        jobs.push(ComparedJob {
+            tags: parse_json_column(&row.tags, "tags")?,
+            id: row.id,
+            name: row.name,
+            status,
+            best_epoch: row.best_epoch,
+            saved_model_id: row.saved_model_id,
+            history,
+        });
+    }
+    let paths: std::collections::BTreeSet<&String> = flat.iter().flat_map(|p| p.keys()).collect();
+    let mut params = Vec::with_capacity(paths.len());
+    let mut differing = Vec::new();
+    for path in paths {
+        let values: Vec<Value> = flat
+            .iter()
+            .map(|p| p.get(path).cloned().unwrap_or(Value::Null))
+            .collect();
+        let differs = values.iter().any(|v| *v != values[0]);
+        if differs {
+            differing.push(path.clone());
+        }
+        params.push(ComparedParam {
+            path: path.clone(),
+            values,
+            differs,
+        });
+    }
+    Ok(AppJson(Comparison {
+        epoch: axis,
+        jobs,
+        params,
+        differing,
+    }))
 }

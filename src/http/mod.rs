@@ -1,5 +1,6 @@
 //! The HTTP surface: one router per resource merged here, the middleware stack, and the OpenAPI document.
 
+pub mod aliases;
 pub mod auth;
 pub mod body;
 pub mod content;
@@ -51,7 +52,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "models", description = "Model architectures (Sequential specs)"),
         (name = "saved-models", description = "Trained weights: predictions, evaluation, weights files, export and import"),
         (name = "kserve-v2", description = "Open Inference Protocol (KServe v2 REST) for saved models"),
-        (name = "jobs", description = "Training jobs: queue, events, history, checkpoints"),
+        (name = "jobs", description = "Training jobs: queue, events, history, checkpoints, labels, comparison"),
+        (name = "aliases", description = "Stable names for saved models, accepted wherever a saved model id is"),
         (name = "tokens", description = "API tokens (the `admin` scope)"),
         (name = "metrics", description = "Prometheus metrics"),
     ),
@@ -69,6 +71,7 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(models::router())
         .merge(saved_models::router())
         .merge(jobs::router())
+        .merge(aliases::router())
         .merge(tokens::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())

@@ -208,9 +208,11 @@ fn view(info: &SavedModelInfo) -> Result<SavedModelView, ApiError> {
     })
 }
 
-/// The decoded model, from the cache or else from SQLite (then cached); concurrent first requests
-/// for a cold model share one read and decode.
-pub async fn served_model(state: &AppState, id: &str) -> Result<Arc<ServedModel>, ApiError> {
+/// The decoded model of a saved model id or alias, from the cache or else from SQLite (then cached);
+/// concurrent first requests for a cold model share one read and decode. An alias is looked up on
+/// every call, so a request that starts after a `PUT /v1/aliases/{name}` answered uses its new model.
+pub async fn served_model(state: &AppState, id_or_alias: &str) -> Result<Arc<ServedModel>, ApiError> {
+    let id = &super::aliases::resolve(state, id_or_alias).await?;
     state
         .models
         .get_or_load(id, || async {
@@ -629,7 +631,7 @@ fn parse_images(images: &[Bytes], served: &ServedModel, max_rows: usize) -> Resu
 /// An `.npy` body holds the instances as one float32 or uint8 array (other little-endian integer
 /// and float types are converted too) of shape `(n, *input_shape)` or `(n, features)`.
 #[utoipa::path(post, path = "/saved-models/{id}/predict", operation_id = "predict", tag = "saved-models",
-    params(("id" = String, Path, description = "Saved model id"),
+    params(("id" = String, Path, description = "Saved model id or alias"),
         ("Accept" = Option<String>, Header, description = "`application/json` (default) or `application/x-npy`")),
     request_body(content(
         (PredictRequest = "application/json"),
@@ -717,7 +719,7 @@ pub async fn predict(
 /// (categorical for one-hot targets), binary crossentropy for one sigmoid unit, mean squared error
 /// otherwise.
 #[utoipa::path(post, path = "/saved-models/{id}/evaluate", operation_id = "evaluate", tag = "saved-models",
-    params(("id" = String, Path, description = "Saved model id")),
+    params(("id" = String, Path, description = "Saved model id or alias")),
     request_body = EvaluateRequest,
     responses(
         (status = 200, description = "Loss, accuracy, sample count and confusion matrix (`[true][predicted]`)", body = EvaluationView),
@@ -783,7 +785,7 @@ fn file_response(bytes: Vec<u8>, filename: &str) -> Result<Response, ApiError> {
 /// `<layer>.kernel` `(inputs, units)`, `<layer>.bias` `(units,)`, and for fitted `pca` layers
 /// `<layer>.mean`, `<layer>.components` `(k, features)`, `<layer>.explained_variance_ratio`.
 #[utoipa::path(get, path = "/saved-models/{id}/weights", operation_id = "get_weights", tag = "saved-models",
-    params(("id" = String, Path, description = "Saved model id")),
+    params(("id" = String, Path, description = "Saved model id or alias")),
     responses(
         (status = 200, description = "The weights file", body = SafetensorsFile, content_type = "application/octet-stream"),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
@@ -817,7 +819,7 @@ pub struct ExportQuery {
 /// output `probabilities` `[batch, units]` for classifiers (softmax or one sigmoid unit), else
 /// `values`. onnxruntime reproduces fitd's predictions to float32 rounding.
 #[utoipa::path(get, path = "/saved-models/{id}/export", operation_id = "export_saved_model", tag = "saved-models",
-    params(("id" = String, Path, description = "Saved model id"), ExportQuery),
+    params(("id" = String, Path, description = "Saved model id or alias"), ExportQuery),
     responses(
         (status = 200, description = "The model file (`.safetensors` or `.onnx`, named in `Content-Disposition`)", body = SafetensorsFile, content_type = "application/octet-stream"),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),

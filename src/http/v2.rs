@@ -260,7 +260,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<AppJson<ReadyView>, 
 
 /// Model metadata: input and output tensors.
 #[utoipa::path(get, path = "/v2/models/{id}", operation_id = "v2_model_metadata", tag = "kserve-v2",
-    params(("id" = String, Path, description = "Saved model id")),
+    params(("id" = String, Path, description = "Saved model id or alias")),
     responses(
         (status = 200, description = "The model's tensors", body = ModelMetadata),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
@@ -292,7 +292,7 @@ pub async fn model_metadata(
 
 /// Model readiness: the saved model exists and decodes (this loads it into the cache).
 #[utoipa::path(get, path = "/v2/models/{id}/ready", operation_id = "v2_model_ready", tag = "kserve-v2",
-    params(("id" = String, Path, description = "Saved model id")),
+    params(("id" = String, Path, description = "Saved model id or alias")),
     responses(
         (status = 200, description = "Ready to infer", body = ModelReadyView),
         (status = 404, description = "No such saved model", body = Problem, content_type = "application/problem+json"),
@@ -320,7 +320,7 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Outputs come back the same way when the request sets `parameters.binary_data_output` or the
 /// output's `parameters.binary_data`; the response then carries `Inference-Header-Content-Length`.
 #[utoipa::path(post, path = "/v2/models/{id}/infer", operation_id = "v2_infer", tag = "kserve-v2",
-    params(("id" = String, Path, description = "Saved model id"),
+    params(("id" = String, Path, description = "Saved model id or alias"),
         ("Inference-Header-Content-Length" = Option<u64>, Header,
          description = "Length of the JSON header when binary tensor data follows it")),
     request_body(content(
@@ -649,7 +649,7 @@ fn check_version(id: &str, version: &str) -> Result<(), V2Error> {
 
 /// Model metadata of a version (only `1` exists).
 #[utoipa::path(get, path = "/v2/models/{id}/versions/{version}", operation_id = "v2_version_metadata", tag = "kserve-v2",
-    params(("id" = String, Path, description = "Saved model id"), ("version" = String, Path, description = "Always `1`")),
+    params(("id" = String, Path, description = "Saved model id or alias"), ("version" = String, Path, description = "Always `1`")),
     responses(
         (status = 200, description = "The model's tensors", body = ModelMetadata),
         (status = 404, description = "No such saved model or version", body = Problem, content_type = "application/problem+json"),
@@ -664,7 +664,7 @@ pub async fn version_metadata(
 
 /// Readiness of a version (only `1` exists).
 #[utoipa::path(get, path = "/v2/models/{id}/versions/{version}/ready", operation_id = "v2_version_ready", tag = "kserve-v2",
-    params(("id" = String, Path, description = "Saved model id"), ("version" = String, Path, description = "Always `1`")),
+    params(("id" = String, Path, description = "Saved model id or alias"), ("version" = String, Path, description = "Always `1`")),
     responses(
         (status = 200, description = "Ready to infer", body = ModelReadyView),
         (status = 404, description = "No such saved model or version", body = Problem, content_type = "application/problem+json"),
@@ -679,7 +679,7 @@ pub async fn version_ready(
 
 /// Inference on a version (only `1` exists); the same as `POST /v2/models/{id}/infer`.
 #[utoipa::path(post, path = "/v2/models/{id}/versions/{version}/infer", operation_id = "v2_version_infer", tag = "kserve-v2",
-    params(("id" = String, Path, description = "Saved model id"), ("version" = String, Path, description = "Always `1`"),
+    params(("id" = String, Path, description = "Saved model id or alias"), ("version" = String, Path, description = "Always `1`"),
         ("Inference-Header-Content-Length" = Option<u64>, Header,
          description = "Length of the JSON header when binary tensor data follows it")),
     request_body(content(

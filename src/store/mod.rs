@@ -4,6 +4,7 @@
 //! directory of `.npy` arrays per dataset (`datasets/<id>/`), written under a temporary name and
 //! renamed into place before the metadata row is inserted, so a crash never leaves a row without data.
 
+pub mod aliases;
 pub mod arrays;
 pub mod datasets;
 pub mod jobs;

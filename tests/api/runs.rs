@@ -493,3 +493,77 @@ async fn a_dataset_or_model_used_by_finished_jobs_is_deleted_only_with_cascade()
     assert_eq!(app.get(&format!("/v1/saved-models/{saved}")).await.status(), 200);
     assert_problem(app.delete(&format!("/v1/datasets/{ds}?cascade=yes")).await, 400).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_aligns_histories_by_epoch_and_names_the_parameters_that_differ() {
+    let app = spawn_app_with(|c| c.workers = 2).await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 8).await;
+    let mut ids_ = Vec::new();
+    for (epochs, lr) in [(1, 0.001), (3, 0.01), (2, 0.001)] {
+        let mut body = labelled(&model, &ds, epochs, &format!("lr {lr}"), json!({"sweep": "lr"}));
+        body["compile"]["optimizer"]["learning_rate"] = json!(lr);
+        ids_.push(submit(&app, &body).await["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids_ {
+        wait_finished(&app, id).await;
+    }
+    let res = app.get(&format!("/v1/jobs/compare?ids={}", ids_.join(","))).await;
+    assert_eq!(res.status(), 200);
+    let c: Value = res.json().await.unwrap();
+    assert_eq!(c["epoch"], json!([0, 1, 2]));
+    let jobs = c["jobs"].as_array().unwrap();
+    assert_eq!(ids(jobs), ids_);
+    for (j, id) in jobs.iter().zip(&ids_) {
+        let h: Value = app
+            .get(&format!("/v1/jobs/{id}/history"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let own = h["history"]["val_accuracy"].as_array().unwrap();
+        let aligned = j["history"]["val_accuracy"].as_array().unwrap();
+        assert_eq!(aligned.len(), 3);
+        assert_eq!(&aligned[..own.len()], &own[..], "{id}");
+        assert!(aligned[own.len()..].iter().all(Value::is_null), "{aligned:?}");
+        assert_eq!(j["tags"], json!({"sweep": "lr"}));
+    }
+    assert_eq!(jobs[0]["name"], "lr 0.001");
+    let differing: Vec<&str> = c["differing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(differing, ["compile.optimizer.learning_rate", "fit.epochs"]);
+    let lr = c["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "compile.optimizer.learning_rate")
+        .unwrap();
+    assert_eq!(lr["values"], json!([0.001, 0.01, 0.001]));
+    assert_eq!(lr["differs"], true);
+    let loss = c["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "compile.loss")
+        .unwrap();
+    assert_eq!(loss["differs"], false);
+
+    for q in [
+        format!("ids={}", ids_[0]),
+        "ids=".to_string(),
+        format!("ids={0},{0}", ids_[0]),
+        "x=1".to_string(),
+    ] {
+        let problem = assert_problem(app.get(&format!("/v1/jobs/compare?{q}")).await, 422).await;
+        assert_eq!(error_fields(&problem), ["ids"], "{q}");
+    }
+    assert_problem(
+        app.get(&format!("/v1/jobs/compare?ids={},nope", ids_[0])).await,
+        404,
+    )
+    .await;
+}
