@@ -331,6 +331,75 @@ describe('fitd dashboard', () => {
     await shot('11-saved-models-list');
   });
 
+  test('runs are named and tagged on their page, found by tag, compared with overlaid curves, aliased and deleted', async () => {
+    const jobId = need(state.jobId, 'the first job');
+    const cancelledId = need(state.cancelledJobId, 'the cancelled job');
+    const label = async (id, name, tags) => {
+      await page.goto(`${base}/#/jobs/${id}`);
+      const form = page.getByTestId('labels-form');
+      await form.getByTestId('job-name-input').fill(name);
+      await form.getByTestId('job-tags-input').fill(tags);
+      await form.getByRole('button', { name: 'Save' }).click();
+      await page.locator('[data-testid=job-name]', { hasText: name }).waitFor();
+    };
+    await label(jobId, 'cosine run', 'team=vision, stage=dev');
+    await label(cancelledId, 'long run', 'team=vision');
+    const job = await api('GET', `/v1/jobs/${jobId}`);
+    assert.deepEqual(job.body.tags, { stage: 'dev', team: 'vision' });
+    // A bad tag key is refused and named beside the field.
+    await page.getByTestId('job-tags-input').fill('bad key=1');
+    await page.getByTestId('labels-form').getByRole('button', { name: 'Save' }).click();
+    await page.locator('[data-testid=labels-form] .field-error[data-field="tags.bad key"]').waitFor();
+
+    await page.goto(`${base}/#/jobs`);
+    const rows = page.locator('[data-testid=jobs-list] tbody tr');
+    // Filters apply at once (Enter); no timed refresh redraws the rows while they are picked.
+    await page.getByTestId('auto-refresh').uncheck();
+    await page.getByTestId('filter-tag').fill('stage:dev');
+    await page.getByTestId('filter-tag').press('Enter');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=jobs-list] tbody tr').length === 1);
+    assert.equal(await rows.first().getAttribute('data-id'), jobId);
+    await page.getByTestId('filter-tag').fill('team:vision');
+    await page.getByTestId('filter-tag').press('Enter');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=jobs-list] tbody tr').length === 2);
+    await page.locator(`tr[data-id="${jobId}"] [data-testid=compare-pick]`).check();
+    await page.locator(`tr[data-id="${cancelledId}"] [data-testid=compare-pick]`).check();
+    await shot('12-jobs-filtered');
+    await page.getByTestId('compare-selected').click();
+    await page.waitForURL(/#\/jobs\/compare\?ids=/);
+    await page.locator('[data-testid=compare-chart-loss] svg').waitFor();
+    // One curve per job, named after it, on the same axes.
+    const series = await page.locator('[data-testid=compare-chart-loss] g.series').evaluateAll((gs) => gs.map((g) => g.dataset.series));
+    assert.deepEqual(series.sort(), ['cosine run', 'long run']);
+    // The runs differ in epochs and batch size, not in loss: highlighted accordingly.
+    await page.locator('[data-testid=compare-params] tr.differs[data-path="fit.epochs"]').waitFor();
+    await page.locator('[data-testid=compare-params] tr.differs[data-path="fit.batch_size"]').waitFor();
+    assert.equal(await page.locator('[data-testid=compare-params] tr[data-path="compile.loss"]').getAttribute('class'), null);
+    await page.getByTestId('only-differing').check();
+    assert.equal(await page.locator('[data-testid=compare-params] tr[data-path="compile.loss"]').count(), 0);
+    await shot('13-compare');
+
+    // An alias set on the saved model page serves predictions under its name.
+    const savedId = need(job.body.saved_model_id, 'the saved model of the first job');
+    await page.goto(`${base}/#/saved-models/${savedId}`);
+    await page.getByTestId('alias-name').fill('production');
+    await page.getByTestId('alias-form').getByRole('button', { name: 'Set alias' }).click();
+    await page.locator('[data-testid=aliases] tr[data-alias=production]').waitFor();
+    const alias = await api('GET', '/v1/aliases/production');
+    assert.equal(alias.body.saved_model_id, savedId);
+    const meta = await api('GET', '/v2/models/production');
+    assert.equal(meta.status, 200);
+    await shot('14-saved-model-alias');
+
+    // A finished job is deleted from its page, after a confirmation.
+    await page.goto(`${base}/#/jobs/${cancelledId}`);
+    page.once('dialog', (d) => d.accept());
+    await page.getByTestId('delete-job').click();
+    await page.waitForURL(/#\/jobs$/);
+    assert.equal((await api('GET', `/v1/jobs/${cancelledId}`)).status, 404);
+    state.cancelledJobId = null;
+  });
+
   test('pages fit a phone-width screen without sideways scrolling', async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     try {

@@ -57,6 +57,8 @@ export async function request(method, path, { body, headers = {}, raw = false } 
 export const get = async (path, opts) => (await request('GET', path, opts)).body;
 export const post = async (path, body, opts) => request('POST', path, { ...opts, body });
 export const del = async (path) => request('DELETE', path);
+export const patch = async (path, body) => request('PATCH', path, { body });
+export const put = async (path, body) => request('PUT', path, { body });
 
 /** Reads every page of a list endpoint (`{items, next}`), up to `max` items. */
 export async function listAll(path, max = 500) {

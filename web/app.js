@@ -2,7 +2,7 @@
 
 import { datasetPage, datasetsPage } from './datasets.js';
 import { clear, h, message } from './dom.js';
-import { jobPage, jobsPage } from './jobs.js';
+import { comparePage, jobPage, jobsPage } from './jobs.js';
 import { modelPage, modelsPage } from './models.js';
 import { savedModelPage, savedModelsPage } from './saved.js';
 
@@ -12,6 +12,7 @@ const ROUTES = [
   [/^\/models$/, 'models', (root) => modelsPage(root)],
   [/^\/models\/([^/]+)$/, 'models', (root, _ctx, m) => modelPage(root, m[1])],
   [/^\/jobs$/, 'jobs', (root, ctx, _m, q) => jobsPage(root, ctx, q)],
+  [/^\/jobs\/compare$/, 'jobs', (root, _ctx, _m, q) => comparePage(root, q)],
   [/^\/jobs\/([^/]+)$/, 'jobs', (root, ctx, m) => jobPage(root, ctx, m[1])],
   [/^\/saved-models$/, 'saved-models', (root) => savedModelsPage(root)],
   [/^\/saved-models\/([^/]+)$/, 'saved-models', (root, _ctx, m) => savedModelPage(root, decodeURIComponent(m[1]))],

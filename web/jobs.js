@@ -1,6 +1,6 @@
 //! jobs.js: the Jobs pages: auto-refreshing list, start-job form, and live job detail over SSE with a History polling fallback.
 
-import { ApiError, get, idFromLocation, listAll, post } from './api.js';
+import { ApiError, del, get, idFromLocation, listAll, patch, post } from './api.js';
 import { fmtNum, lineChart, PALETTE } from './chart.js';
 import { clear, facts, field, fmtDate, fmtDuration, h, message, progressBar, select, setProgress, shortId, statusBadge, statusWords, table } from './dom.js';
 
@@ -114,12 +114,46 @@ export async function jobsPage(root, ctx, query) {
   const listBox = h('div', { 'data-testid': 'jobs-list' }, h('p', { class: 'muted' }, 'Loading jobs…'));
   const auto = h('input', { type: 'checkbox', checked: true, 'data-testid': 'auto-refresh' });
   const filter = select('status', [['', 'all statuses'], 'queued', 'running', 'succeeded', 'failed', 'cancelled'], query.get('status') || '');
+  const nameFilter = h('input', { name: 'name', type: 'search', placeholder: 'name contains…', value: query.get('name') || '', 'data-testid': 'filter-name' });
+  const tagFilter = h('input', { name: 'tag', type: 'search', placeholder: 'tag: key or key:value', value: query.get('tag') || '', 'data-testid': 'filter-tag' });
+  const sort = select(
+    'order_by',
+    [
+      ['created_at:asc', 'oldest first'],
+      ['created_at:desc', 'newest first'],
+      ['best.val_accuracy:desc', 'best val_accuracy'],
+      ['best.val_loss:asc', 'lowest val_loss'],
+      ['final.val_accuracy:desc', 'final val_accuracy'],
+      ['best.accuracy:desc', 'best accuracy'],
+      ['best.loss:asc', 'lowest loss'],
+    ],
+    query.get('order_by') || 'created_at:asc',
+  );
+  const selected = new Set();
+  const compareBtn = h('button', { type: 'button', 'data-testid': 'compare-selected', disabled: true }, 'Compare selected');
+  const syncCompare = () => {
+    compareBtn.disabled = selected.size < 2 || selected.size > 20;
+    compareBtn.textContent = selected.size ? `Compare selected (${selected.size})` : 'Compare selected';
+  };
+  compareBtn.addEventListener('click', () => {
+    location.hash = `#/jobs/compare?ids=${[...selected].map(encodeURIComponent).join(',')}`;
+  });
   const updated = h('small', { class: 'muted' });
   const formBox = h('div');
   clear(
     root,
     h('h1', {}, 'Jobs'),
-    h('div', { class: 'toolbar' }, h('label', { class: 'check' }, auto, ' auto-refresh every 2 s'), h('label', { class: 'check' }, 'Show ', filter), updated),
+    h(
+      'div',
+      { class: 'toolbar' },
+      h('label', { class: 'check' }, auto, ' auto-refresh every 2 s'),
+      h('label', { class: 'check' }, 'Show ', filter),
+      h('label', { class: 'check' }, nameFilter),
+      h('label', { class: 'check' }, tagFilter),
+      h('label', { class: 'check' }, 'Sort ', sort),
+      compareBtn,
+      updated,
+    ),
     listBox,
     formBox,
   );
@@ -135,19 +169,30 @@ export async function jobsPage(root, ctx, query) {
   const histories = new Map();
   const refresh = async () => {
     try {
-      const q = filter.value ? `?status=${encodeURIComponent(filter.value)}` : '';
-      const jobs = await listAll(`/v1/jobs${q}`, 200);
+      const params = new URLSearchParams();
+      if (filter.value) params.set('status', filter.value);
+      if (nameFilter.value.trim()) params.set('name', nameFilter.value.trim());
+      for (const t of tagFilter.value.split(/[\s,]+/).filter(Boolean)) params.append('tag', t);
+      const [orderBy, order] = sort.value.split(':');
+      params.set('order_by', orderBy);
+      params.set('order', order);
+      const jobs = await listAll(`/v1/jobs?${params}`, 200);
       const bests = await Promise.all(
         jobs.map((j) => (epochsDone(j) > 0 || Number.isFinite(j.best_epoch) ? pollHistory(j.id, histories).catch(() => null) : null)),
       );
       if (!ctx.alive()) return;
-      renderJobs(listBox, jobs, bests, names);
+      for (const id of [...selected]) if (!jobs.some((j) => j.id === id)) selected.delete(id);
+      syncCompare();
+      renderJobs(listBox, jobs, bests, names, selected, syncCompare);
       updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
       if (ctx.alive()) clear(listBox, message('error', err));
     }
   };
   filter.addEventListener('change', refresh);
+  sort.addEventListener('change', refresh);
+  nameFilter.addEventListener('change', refresh);
+  tagFilter.addEventListener('change', refresh);
   await refresh();
   const timer = setInterval(() => {
     if (auto.checked) refresh();
@@ -155,24 +200,38 @@ export async function jobsPage(root, ctx, query) {
   ctx.cleanup(() => clearInterval(timer));
 }
 
-function renderJobs(box, jobs, bests, names) {
+/** A job's tags as small chips. */
+function tagChips(tags) {
+  const entries = Object.entries(tags || {});
+  if (!entries.length) return null;
+  return h('span', { class: 'tags' }, entries.map(([k, v]) => h('span', { class: 'tag', 'data-tag': k }, v ? `${k}: ${v}` : k)));
+}
+
+function renderJobs(box, jobs, bests, names, selected, onSelect) {
   if (jobs.length === 0) {
-    clear(box, h('p', { class: 'muted' }, 'No jobs yet. Start one with the form below.'));
+    clear(box, h('p', { class: 'muted' }, 'No jobs match. Start one with the form below.'));
     return;
   }
   clear(
     box,
     table(
-      ['Job', 'Status', 'Model', 'Dataset', 'Epochs', 'Batches', 'Best validation', 'Created'],
+      ['', 'Job', 'Status', 'Model', 'Dataset', 'Epochs', 'Batches', 'Best validation', 'Created'],
       jobs.map((j, i) => {
         const total = jobEpochs(j);
         const done = epochsDone(j);
         const batch = batchFraction(j.progress || j);
         const best = bests[i] ? bestOf(bests[i].records, j.best_epoch) : null;
+        const pick = h('input', { type: 'checkbox', 'aria-label': `select job ${shortId(j.id)} to compare`, 'data-testid': 'compare-pick', checked: selected.has(j.id) });
+        pick.addEventListener('change', () => {
+          if (pick.checked) selected.add(j.id);
+          else selected.delete(j.id);
+          onSelect();
+        });
         return h(
           'tr',
           { 'data-id': j.id, 'data-status': j.status },
-          h('td', {}, h('a', { href: `#/jobs/${j.id}` }, shortId(j.id))),
+          h('td', {}, pick),
+          h('td', {}, h('a', { href: `#/jobs/${j.id}` }, j.name || shortId(j.id)), ' ', tagChips(j.tags)),
           h('td', {}, statusBadge(j.status)),
           h('td', {}, names.models.get(jobModelId(j)) || shortId(jobModelId(j))),
           h('td', {}, names.datasets.get(jobDatasetId(j)) || shortId(jobDatasetId(j))),
@@ -424,6 +483,20 @@ export async function jobPage(root, ctx, id) {
   const ckptBox = h('div', { 'data-testid': 'checkpoints' }, h('p', { class: 'muted' }, 'Loading checkpoints…'));
   const actionMsg = h('div');
   const cancelBtn = h('button', { class: 'danger', 'data-testid': 'cancel-job' }, 'Cancel job');
+  const deleteBtn = h('button', { class: 'danger', 'data-testid': 'delete-job' }, 'Delete job');
+  deleteBtn.addEventListener('click', async () => {
+    if (!window.confirm('Delete this job with its epochs, events and checkpoints? Its saved model stays.')) return;
+    try {
+      await del(`/v1/jobs/${encodeURIComponent(job.id)}`);
+      location.hash = '#/jobs';
+    } catch (err) {
+      clear(actionMsg, message('error', err));
+    }
+  });
+  const labelsBox = labelsForm(job, (updated) => {
+    job = updated;
+    render();
+  });
   cancelBtn.addEventListener('click', async () => {
     cancelBtn.disabled = true;
     try {
@@ -442,6 +515,7 @@ export async function jobPage(root, ctx, id) {
     h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, 'Jobs'), ' / ', shortId(job.id)),
     headBox,
     actionMsg,
+    labelsBox,
     h('section', { class: 'card' }, h('div', { class: 'bars' }, epochBar, batchBar), live),
     h('div', { class: 'two-col charts' }, h('section', { class: 'card' }, lossBox), h('section', { class: 'card' }, accBox)),
     h('section', { class: 'card' }, h('h2', {}, 'Checkpoints'), ckptBox),
@@ -456,16 +530,19 @@ export async function jobPage(root, ctx, id) {
     else if (job.status === 'running') setProgress(batchBar, null, 'Batches: waiting for progress…');
     else setProgress(batchBar, TERMINAL.has(job.status) ? 1 : 0, TERMINAL.has(job.status) ? 'Batches: finished' : 'Batches: not started');
     cancelBtn.hidden = TERMINAL.has(job.status);
+    deleteBtn.hidden = !TERMINAL.has(job.status);
     if (TERMINAL.has(job.status) && actionMsg.querySelector('.msg-info')) clear(actionMsg);
     clear(
       headBox,
-      h('h1', {}, 'Job ', h('code', {}, shortId(job.id)), ' ', statusBadge(job.status)),
+      h('h1', {}, 'Job ', job.name ? h('span', { 'data-testid': 'job-name' }, job.name) : h('code', {}, shortId(job.id)), ' ', statusBadge(job.status)),
+      tagChips(job.tags),
       h('p', { class: 'status-words', 'data-testid': 'job-status' }, statusLine(job, done)),
       job.error ? message('error', `The job failed: ${typeof job.error === 'string' ? job.error : job.error.message || JSON.stringify(job.error)}`) : null,
       h(
         'div',
         { class: 'actions' },
         cancelBtn,
+        deleteBtn,
         job.saved_model_id ? h('a', { class: 'button', href: `#/saved-models/${job.saved_model_id}`, 'data-testid': 'saved-model-link' }, 'Open the trained model') : null,
       ),
       facts([
@@ -693,4 +770,151 @@ export async function jobPage(root, ctx, id) {
       live.textContent = `Connection lost; reconnecting (attempt ${failures}), resuming after the last event received…`;
     }
   };
+}
+
+/** Name, tags and notes of a job, edited in place with PATCH; every refused field is marked. */
+function labelsForm(job, onSaved) {
+  const name = h('input', { name: 'name', value: job.name || '', placeholder: 'e.g. adam lr 1e-3', 'data-testid': 'job-name-input' });
+  const tags = h('input', {
+    name: 'tags',
+    value: Object.entries(job.tags || {}).map(([k, v]) => `${k}=${v}`).join(', '),
+    placeholder: 'key=value, key=value',
+    'data-testid': 'job-tags-input',
+  });
+  const notes = h('textarea', { name: 'notes', rows: 2, 'data-testid': 'job-notes-input' });
+  notes.value = job.notes || '';
+  const status = h('div');
+  const form = h(
+    'form',
+    { class: 'card', 'data-testid': 'labels-form' },
+    h('h2', {}, 'Name, tags and notes'),
+    h('div', { class: 'grid-fields' }, field('Name', name), field('Tags', tags, 'Comma-separated key=value pairs.'), field('Notes', notes)),
+    h('button', { type: 'submit' }, 'Save'),
+    status,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    for (const n of form.querySelectorAll('.field-error')) n.remove();
+    clear(status);
+    const wanted = {};
+    for (const pair of tags.value.split(',').map((x) => x.trim()).filter(Boolean)) {
+      const i = pair.indexOf('=');
+      wanted[i < 0 ? pair : pair.slice(0, i).trim()] = i < 0 ? '' : pair.slice(i + 1).trim();
+    }
+    // A merge patch: tags no longer listed are removed.
+    const tagPatch = { ...wanted };
+    for (const k of Object.keys(job.tags || {})) if (!(k in wanted)) tagPatch[k] = null;
+    try {
+      const res = await patch(`/v1/jobs/${encodeURIComponent(job.id)}`, {
+        name: name.value.trim() || null,
+        tags: tagPatch,
+        notes: notes.value.trim() ? notes.value : null,
+      });
+      job = res.body;
+      clear(status, message('info', 'Saved.'));
+      onSaved(job);
+    } catch (err) {
+      clear(status, message('error', err));
+      for (const fe of err.fieldErrors || []) {
+        const ctl = fe.field.startsWith('tags') ? tags : fe.field === 'notes' ? notes : name;
+        ctl.closest('.field')?.append(h('span', { class: 'field-error', 'data-field': fe.field }, fe.message));
+      }
+    }
+  });
+  return form;
+}
+
+/* ---------------------------------------------------------------- compare */
+
+/** A colour square; set through CSSOM, which the dashboard's CSP allows (style attributes it does not). */
+function swatch(color) {
+  const s = h('span', { class: 'swatch' });
+  s.style.background = color;
+  return s;
+}
+
+const COMPARE_METRICS = [
+  ['val_accuracy', 'Validation accuracy'],
+  ['val_loss', 'Validation loss'],
+  ['accuracy', 'Training accuracy'],
+  ['loss', 'Training loss'],
+];
+
+/** Several jobs side by side: their curves overlaid per metric, and their parameters with the differing ones marked. */
+export async function comparePage(root, query) {
+  const ids = (query.get('ids') || '').split(',').filter(Boolean);
+  clear(root, h('p', { class: 'muted' }, 'Loading the comparison…'));
+  let c;
+  try {
+    c = await get(`/v1/jobs/compare?ids=${ids.map(encodeURIComponent).join(',')}`);
+  } catch (err) {
+    clear(root, h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, 'Jobs'), ' / compare'), h('h1', {}, 'Compare jobs'), message('error', err));
+    return;
+  }
+  const label = (j) => j.name || shortId(j.id);
+  const charts = COMPARE_METRICS.filter(([k]) => c.jobs.some((j) => j.history[k])).map(([k, title]) =>
+    h(
+      'section',
+      { class: 'card chart-box', 'data-testid': `compare-chart-${k}` },
+      lineChart({
+        title,
+        series: c.jobs.map((j, i) => ({
+          name: label(j),
+          color: PALETTE[i % PALETTE.length],
+          points: (j.history[k] || []).map((v, e) => [c.epoch[e], v]).filter(([, v]) => Number.isFinite(v)),
+        })),
+      }),
+    ),
+  );
+  const onlyDiff = h('input', { type: 'checkbox', 'data-testid': 'only-differing' });
+  const paramsBox = h('div', { 'data-testid': 'compare-params' });
+  const drawParams = () => {
+    const rows = c.params.filter((p) => !onlyDiff.checked || p.differs);
+    clear(
+      paramsBox,
+      table(
+        ['Parameter', ...c.jobs.map(label)],
+        rows.map((p) =>
+          h(
+            'tr',
+            { class: p.differs ? 'differs' : null, 'data-path': p.path },
+            h('td', {}, h('code', {}, p.path)),
+            p.values.map((v) => h('td', { class: typeof v === 'number' ? 'num' : null }, v === null ? '–' : typeof v === 'number' ? fmtNum(v) : String(v))),
+          ),
+        ),
+      ),
+    );
+  };
+  onlyDiff.addEventListener('change', drawParams);
+  drawParams();
+  clear(
+    root,
+    h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, 'Jobs'), ' / compare'),
+    h('h1', {}, `Compare ${c.jobs.length} jobs`),
+    h(
+      'section',
+      { class: 'card' },
+      table(
+        ['Job', 'Status', 'Best epoch', 'Saved model'],
+        c.jobs.map((j, i) =>
+          h(
+            'tr',
+            { 'data-id': j.id },
+            h('td', {}, swatch(PALETTE[i % PALETTE.length]), ' ', h('a', { href: `#/jobs/${j.id}` }, label(j)), ' ', tagChips(j.tags)),
+            h('td', {}, statusBadge(j.status)),
+            h('td', { class: 'num' }, j.best_epoch ?? '–'),
+            h('td', {}, j.saved_model_id ? h('a', { href: `#/saved-models/${j.saved_model_id}` }, shortId(j.saved_model_id)) : '–'),
+          ),
+        ),
+      ),
+    ),
+    h('div', { class: 'two-col charts' }, charts.length ? charts : h('p', { class: 'muted' }, 'None of these jobs has finished an epoch yet.')),
+    h(
+      'section',
+      { class: 'card' },
+      h('h2', {}, 'Parameters'),
+      h('p', { class: 'muted' }, `${c.differing.length} of ${c.params.length} differ (highlighted). `, h('label', { class: 'check' }, onlyDiff, ' show only those')),
+      paramsBox,
+    ),
+  );
 }

@@ -1,6 +1,6 @@
 //! saved.js: the Saved models pages: list, metrics, try-it predictions, confusion-matrix heat map, downloads.
 
-import { get, listAll, post } from './api.js';
+import { del, get, listAll, post, put } from './api.js';
 import { fmtNum, heatMap } from './chart.js';
 import { fetchSample } from './datasets.js';
 import { clear, facts, field, fmtDate, fmtShape, h, message, select, shortId, table } from './dom.js';
@@ -223,6 +223,83 @@ export async function savedModelPage(root, id) {
         evalBox,
       ),
     ),
+    aliasesCard(sm),
     h('section', { class: 'card' }, h('h2', {}, 'Open Inference Protocol'), h('p', {}, 'The same model answers KServe v2 requests at ', h('code', {}, `/v2/models/${sm.id}/infer`), '.')),
   );
+}
+
+/** The aliases naming this saved model, a form pointing one at it, and each alias's history. */
+function aliasesCard(sm) {
+  const list = h('div', { 'data-testid': 'aliases' }, h('p', { class: 'muted' }, 'Loading aliases…'));
+  const status = h('div');
+  const name = h('input', { name: 'alias', placeholder: 'e.g. production', 'data-testid': 'alias-name', spellcheck: 'false' });
+  const refresh = async () => {
+    try {
+      const items = await listAll(`/v1/aliases?saved_model_id=${encodeURIComponent(sm.id)}`);
+      if (!items.length) {
+        clear(list, h('p', { class: 'muted' }, 'No alias points here.'));
+        return;
+      }
+      const histories = await Promise.all(items.map((a) => get(`/v1/aliases/${encodeURIComponent(a.name)}/history?limit=5`).catch(() => null)));
+      clear(
+        list,
+        table(
+          ['Alias', 'Since', 'Before', 'URL', ''],
+          items.map((a, i) => {
+            const before = (histories[i]?.items || []).slice(1).map((e) => (e.saved_model_id ? shortId(e.saved_model_id) : 'deleted'));
+            return h(
+              'tr',
+              { 'data-alias': a.name },
+              h('td', {}, h('strong', {}, a.name)),
+              h('td', {}, fmtDate(a.updated_at)),
+              h('td', { class: 'muted' }, before.join(' ← ') || '–'),
+              h('td', {}, h('code', {}, `/v1/saved-models/${a.name}/predict`)),
+              h(
+                'td',
+                {},
+                h(
+                  'button',
+                  {
+                    class: 'danger',
+                    'data-testid': `delete-alias-${a.name}`,
+                    onclick: async () => {
+                      try {
+                        await del(`/v1/aliases/${encodeURIComponent(a.name)}`);
+                        await refresh();
+                      } catch (err) {
+                        clear(status, message('error', err));
+                      }
+                    },
+                  },
+                  'Remove',
+                ),
+              ),
+            );
+          }),
+        ),
+      );
+    } catch (err) {
+      clear(list, message('error', err));
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'inline', 'data-testid': 'alias-form' },
+    field('Point an alias here', name, 'Creates the alias, or moves it from the model it names now.'),
+    h('button', { type: 'submit' }, 'Set alias'),
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clear(status);
+    try {
+      const res = await put(`/v1/aliases/${encodeURIComponent(name.value.trim())}`, { saved_model_id: sm.id });
+      clear(status, message('info', `${res.body.name} now names this model.`));
+      name.value = '';
+      await refresh();
+    } catch (err) {
+      clear(status, message('error', err));
+    }
+  });
+  refresh();
+  return h('section', { class: 'card' }, h('h2', {}, 'Aliases'), list, form, status);
 }
