@@ -296,7 +296,7 @@ fn main() {
     };
     println!("\npredict latency (book model, in-process)");
     for rows in [1usize, 1000] {
-        let xs = val.x.slice(s![..rows, ..]);
+        let xs = val.x.view().slice_move(s![..rows, ..]);
         let mut times = Vec::new();
         let start = Instant::now();
         while times.len() < 200 || start.elapsed() < Duration::from_secs(1) {

@@ -35,6 +35,7 @@ impl Application {
         let store = Store::open(&config.db)
             .await
             .with_context(|| format!("opening the database {}", config.db.display()))?;
+        store.dataset_cache().set_capacity(config.dataset_cache_bytes);
         crate::store::sweep::sweep_leftovers(&store)
             .await
             .context("removing leftovers of interrupted uploads")?;

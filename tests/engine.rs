@@ -792,8 +792,15 @@ fn validation_split_takes_the_last_fraction_before_shuffling() {
     let y = Targets::Classes((0..10).collect());
     let (tr, va) = Trainer::split_validation(x.view(), &y, 0.25).unwrap();
     assert_eq!(tr.len(), 7);
-    assert_eq!(va.x.column(0).to_vec(), vec![7.0, 8.0, 9.0]);
+    assert_eq!(va.x.view().column(0).to_vec(), vec![7.0, 8.0, 9.0]);
     assert_eq!(*va.y, Targets::Classes(Array1::from(vec![7, 8, 9])));
+    assert!(tr.x.shares_array_with(&va.x), "both sides are views of one copy");
+    // Splitting shared data copies nothing: both sides view the caller's array.
+    let shared = Data::new(x.clone(), y.clone());
+    let (tr2, va2) = shared.split_validation(0.25).unwrap();
+    assert!(tr2.x.shares_array_with(&shared.x) && va2.x.shares_array_with(&shared.x));
+    assert_eq!(tr2.x.view(), x.slice(ndarray::s![..7, ..]));
+    assert_eq!(va2.x.view(), x.slice(ndarray::s![7.., ..]));
     assert!(matches!(
         Trainer::split_validation(x.view(), &y, 1.0),
         Err(Error::InvalidConfig(e)) if e[0].field == "validation.split"

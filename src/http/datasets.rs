@@ -32,6 +32,17 @@ pub fn router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::max(max_upload_bytes))
         .routes(routes!(get_dataset, delete_dataset))
         .routes(routes!(create_pca_dataset))
+        .routes(routes!(get_dataset_cache))
+}
+
+/// What the dataset cache holds and how well it serves jobs: hits, misses, lookups that waited for
+/// another job's load of the same dataset, loads, evictions, invalidations by deletes and the hit
+/// rate.
+#[utoipa::path(get, path = "/dataset-cache", operation_id = "get_dataset_cache", tag = "datasets",
+    responses((status = 200, description = "Cache size and counters since the server started",
+        body = store::cache::DatasetCacheStats)))]
+pub async fn get_dataset_cache(State(state): State<AppState>) -> AppJson<store::cache::DatasetCacheStats> {
+    AppJson(state.store.dataset_cache().stats())
 }
 
 /// Routes axum's path syntax cannot describe exactly (`{index}.png`); documented via `ApiDoc`.

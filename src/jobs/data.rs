@@ -5,7 +5,7 @@ use ndarray::Array2;
 
 use crate::data::Labels;
 use crate::domain::job::{DatasetFacts, Validation};
-use crate::nn::{Data, Loss, Targets, Trainer};
+use crate::nn::{Data, Loss, Rows, Targets};
 use crate::store::{self, Store};
 
 /// The facts validation needs about a stored dataset.
@@ -38,6 +38,10 @@ pub fn targets(labels: Labels, loss: Loss, units: usize) -> Targets {
 
 /// Training and validation data for a job, the same on every run of it (the split is taken
 /// before any shuffling), so a resumed job sees exactly the data it started with.
+///
+/// The inputs come from the dataset cache and are shared, not copied: a validation split is two
+/// views of the cached array. Stored features were checked to be finite when the dataset was
+/// created, so the trainer does not scan them again.
 pub async fn load(
     store: &Store,
     dataset_id: &str,
@@ -46,17 +50,17 @@ pub async fn load(
     units: usize,
 ) -> Result<(Data, Option<Data>), LoadError> {
     let train = store::datasets::load_arrays(store, dataset_id).await?;
-    let y = targets(train.labels, loss, units);
+    let data = Data::new(Rows::known_finite(train.x), targets(train.labels, loss, units));
     match validation {
-        Validation::None => Ok((Data::new(train.x, y), None)),
+        Validation::None => Ok((data, None)),
         Validation::Split(f) => {
-            let (t, v) = Trainer::split_validation(train.x.view(), &y, *f)?;
+            let (t, v) = data.split_validation(*f)?;
             Ok((t, Some(v)))
         }
         Validation::Dataset(id) => {
             let val = store::datasets::load_arrays(store, id).await?;
             let vy = targets(val.labels, loss, units);
-            Ok((Data::new(train.x, y), Some(Data::new(val.x, vy))))
+            Ok((data, Some(Data::new(Rows::known_finite(val.x), vy))))
         }
     }
 }

@@ -30,4 +30,4 @@ pub use schedule::{LearningRate, Schedule};
 pub use spec::{
     Activation, Dim, FieldError, LayerConfig, LayerKind, ModelConfig, PcaSize, Summary, SummaryRow,
 };
-pub use train::{Data, EpochOutcome, StopReason, Trainer, fit};
+pub use train::{Data, EpochOutcome, Rows, StopReason, Trainer, fit};

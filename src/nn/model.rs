@@ -307,17 +307,23 @@ impl Model {
 
     /// Checks that `x` has the model's width and only finite values.
     pub(crate) fn check_inputs(&self, x: ArrayView2<f32>, what: &'static str) -> Result<()> {
-        if x.ncols() != self.input_dim {
-            return Err(Error::InputShape {
-                what,
-                expected: self.input_dim,
-                got: x.ncols(),
-            });
-        }
+        self.check_width(x.ncols(), what)?;
         for (r, row) in x.rows().into_iter().enumerate() {
             if let Some(c) = row.iter().position(|v| !v.is_finite()) {
                 return Err(Error::NonFinite { what, row: r, col: c });
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that inputs have the model's width.
+    pub(crate) fn check_width(&self, cols: usize, what: &'static str) -> Result<()> {
+        if cols != self.input_dim {
+            return Err(Error::InputShape {
+                what,
+                expected: self.input_dim,
+                got: cols,
+            });
         }
         Ok(())
     }

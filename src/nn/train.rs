@@ -22,18 +22,103 @@ use super::pool::{Pool, SendPtr, resolve_threads};
 use super::spec::ModelConfig;
 use super::tensor_file;
 
+/// Rows `start..end` of a shared input array: a view that owns its share, so a validation split
+/// or a cached dataset is used by several trainers without copying it.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    all: Arc<Array2<f32>>,
+    start: usize,
+    end: usize,
+    /// Set when every value is already known to be finite (a stored dataset was checked when it
+    /// was created), so the trainer does not scan the array again.
+    finite: bool,
+}
+
+impl Rows {
+    /// All rows of `all`.
+    pub fn new(all: Arc<Array2<f32>>) -> Rows {
+        let end = all.nrows();
+        Rows {
+            all,
+            start: 0,
+            end,
+            finite: false,
+        }
+    }
+
+    /// All rows of `all`, whose values the caller has checked to be finite.
+    pub fn known_finite(all: Arc<Array2<f32>>) -> Rows {
+        Rows {
+            finite: true,
+            ..Rows::new(all)
+        }
+    }
+
+    /// The rows as an array view.
+    pub fn view(&self) -> ArrayView2<'_, f32> {
+        self.all.slice(s![self.start..self.end, ..])
+    }
+
+    /// Rows `range` of these rows, sharing the same array.
+    ///
+    /// # Panics
+    /// When `range` reaches past [`Rows::nrows`].
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Rows {
+        assert!(
+            range.start <= range.end && range.end <= self.nrows(),
+            "rows out of range"
+        );
+        Rows {
+            all: Arc::clone(&self.all),
+            start: self.start + range.start,
+            end: self.start + range.end,
+            finite: self.finite,
+        }
+    }
+
+    pub fn nrows(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn ncols(&self) -> usize {
+        self.all.ncols()
+    }
+
+    /// Whether every value is known to be finite without looking.
+    pub fn is_known_finite(&self) -> bool {
+        self.finite
+    }
+
+    /// Whether `self` and `other` are views of the same array.
+    pub fn shares_array_with(&self, other: &Rows) -> bool {
+        Arc::ptr_eq(&self.all, &other.all)
+    }
+}
+
+impl From<Array2<f32>> for Rows {
+    fn from(a: Array2<f32>) -> Rows {
+        Rows::new(Arc::new(a))
+    }
+}
+
+impl From<Arc<Array2<f32>>> for Rows {
+    fn from(a: Arc<Array2<f32>>) -> Rows {
+        Rows::new(a)
+    }
+}
+
 /// Inputs and targets, shared so that several trainers (or a trainer and a server cache) can hold
 /// the same data without copies.
 #[derive(Debug, Clone)]
 pub struct Data {
     /// Shape `(n_samples, input_dim)`.
-    pub x: Arc<Array2<f32>>,
+    pub x: Rows,
     /// `n_samples` targets.
     pub y: Arc<Targets>,
 }
 
 impl Data {
-    pub fn new(x: impl Into<Arc<Array2<f32>>>, y: impl Into<Arc<Targets>>) -> Self {
+    pub fn new(x: impl Into<Rows>, y: impl Into<Arc<Targets>>) -> Self {
         Data {
             x: x.into(),
             y: y.into(),
@@ -49,11 +134,50 @@ impl Data {
     pub fn is_empty(&self) -> bool {
         self.x.nrows() == 0
     }
+
+    /// Keras's `validation_split` on shared data: the *last* `fraction` of the samples (before any
+    /// shuffling) become validation data. The inputs of both sides are views of `self`'s array;
+    /// only the targets are copied.
+    pub fn split_validation(&self, fraction: f64) -> Result<(Data, Data)> {
+        let errors = validation_split_errors(fraction);
+        if !errors.is_empty() {
+            return Err(Error::InvalidConfig(errors));
+        }
+        let n = self.x.nrows();
+        if n != self.y.len() {
+            return Err(Error::SampleCount {
+                what: "training data",
+                inputs: n,
+                targets: self.y.len(),
+            });
+        }
+        let split = (n as f64 * (1.0 - fraction)) as usize;
+        if split == 0 || split == n {
+            return Err(Error::TrainOption {
+                field: "validation_split",
+                reason: format!("{fraction} of {n} samples leaves one side empty"),
+            });
+        }
+        Ok((
+            Data::new(self.x.slice(0..split), self.y.slice(0..split)),
+            Data::new(self.x.slice(split..n), self.y.slice(split..n)),
+        ))
+    }
 }
 
 impl From<(Array2<f32>, Targets)> for Data {
     fn from((x, y): (Array2<f32>, Targets)) -> Self {
         Data::new(x, y)
+    }
+}
+
+/// Checks inputs against the model: their width, and that every value is finite unless that is
+/// already known.
+fn check_rows(model: &Model, rows: &Rows, what: &'static str) -> Result<()> {
+    if rows.is_known_finite() {
+        model.check_width(rows.ncols(), what)
+    } else {
+        model.check_inputs(rows.view(), what)
     }
 }
 
@@ -125,9 +249,9 @@ impl Trainer {
         if train.is_empty() {
             return Err(Error::Empty("training data"));
         }
-        model.check_inputs(train.x.view(), "training inputs")?;
+        check_rows(&model, &train.x, "training inputs")?;
         if let Some(v) = &val {
-            model.check_inputs(v.x.view(), "validation inputs")?;
+            check_rows(&model, &v.x, "validation inputs")?;
         }
         model.fit_pcas(train.x.view())?;
         Self::assemble(model, cfg, train, val)
@@ -141,10 +265,10 @@ impl Trainer {
                 reason: "the model has no trainable layer; add a dense layer".into(),
             });
         }
-        model.check_inputs(train.x.view(), "training inputs")?;
+        check_rows(&model, &train.x, "training inputs")?;
         model.check_targets(train.x.view(), &train.y, cfg.loss, "training data")?;
         if let Some(v) = &val {
-            model.check_inputs(v.x.view(), "validation inputs")?;
+            check_rows(&model, &v.x, "validation inputs")?;
             model.check_targets(v.x.view(), &v.y, cfg.loss, "validation data")?;
         }
         let n = train.len();
@@ -190,18 +314,7 @@ impl Trainer {
                 targets: y.len(),
             });
         }
-        let n = x.nrows();
-        let split = (n as f64 * (1.0 - fraction)) as usize;
-        if split == 0 || split == n {
-            return Err(Error::TrainOption {
-                field: "validation_split",
-                reason: format!("{fraction} of {n} samples leaves one side empty"),
-            });
-        }
-        Ok((
-            Data::new(x.slice(s![..split, ..]).to_owned(), y.slice(0..split)),
-            Data::new(x.slice(s![split.., ..]).to_owned(), y.slice(split..n)),
-        ))
+        Data::new(x.to_owned(), y.clone()).split_validation(fraction)
     }
 
     /// Runs one epoch: shuffle, every batch (calling `on_batch(done, total)` after each and checking
@@ -220,7 +333,7 @@ impl Trainer {
         if let Some(lr) = self.scheduled_rate(self.epoch) {
             self.opt.learning_rate = lr as f32;
         }
-        let x = Arc::clone(&self.train.x);
+        let x = self.train.x.clone();
         let n = x.nrows();
         let bs = self.ws.cap;
         let total = n.div_ceil(bs);

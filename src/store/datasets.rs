@@ -4,11 +4,13 @@
 //! them, so a row never points at missing data and failures leave nothing behind.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ndarray::{Array2, ArrayD};
 use sqlx::Row;
 
 use super::arrays::ArrayFiles;
+use super::cache::CachedArrays;
 use super::{Error, Page, Store, map_sqlx};
 use crate::data::{Dataset, Labels};
 use crate::domain::dataset::DatasetKind;
@@ -53,8 +55,8 @@ pub struct NewDataset {
 /// The arrays a training job needs.
 #[derive(Debug, Clone)]
 pub struct DatasetArrays {
-    /// `(n_samples, features)`.
-    pub x: Array2<f32>,
+    /// `(n_samples, features)`, shared with the dataset cache and every job using it.
+    pub x: Arc<Array2<f32>>,
     pub labels: Labels,
     pub input_shape: Vec<usize>,
 }
@@ -260,6 +262,7 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
             .await?;
     }
     tx.commit().await?;
+    store.dataset_cache().invalidate(id);
     super::reclaim_space(store).await;
     let files = ArrayFiles::new(store.data_dir());
     let owned = id.to_string();
@@ -270,20 +273,34 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
     Ok(())
 }
 
-/// Loads a dataset's features (as float32) and labels, for training and evaluation.
+/// Loads a dataset's features (as float32) and labels, for training and evaluation: from the
+/// dataset cache, or else from its files (then cached; concurrent loads of one dataset share one
+/// read).
 pub async fn load_arrays(store: &Store, id: &str) -> Result<DatasetArrays, Error> {
     let row = get(store, id).await?;
     let files = ArrayFiles::new(store.data_dir());
-    let id = id.to_string();
-    tokio::task::spawn_blocking(move || -> Result<DatasetArrays, Error> {
-        Ok(DatasetArrays {
-            x: files.read_features(&id)?.into_f32(),
-            labels: files.read_labels(&id, row.kind)?,
-            input_shape: row.input_shape,
+    let kind = row.kind;
+    let cached = store
+        .dataset_cache()
+        .get_or_load(id, || {
+            let id = id.to_string();
+            async move {
+                tokio::task::spawn_blocking(move || -> Result<CachedArrays, Error> {
+                    Ok(CachedArrays {
+                        x: Arc::new(files.read_features(&id)?.into_f32()),
+                        labels: files.read_labels(&id, kind)?,
+                    })
+                })
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+            }
         })
+        .await?;
+    Ok(DatasetArrays {
+        x: Arc::clone(&cached.x),
+        labels: cached.labels.clone(),
+        input_shape: row.input_shape,
     })
-    .await
-    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
 }
 
 /// Reads an extra array stored with a dataset (e.g. `pca_components`).

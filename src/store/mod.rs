@@ -6,6 +6,7 @@
 
 pub mod aliases;
 pub mod arrays;
+pub mod cache;
 pub mod datasets;
 pub mod jobs;
 pub mod lock;
@@ -53,7 +54,12 @@ pub enum Error {
 pub struct Store {
     pub pool: SqlitePool,
     data_dir: Arc<PathBuf>,
+    /// Decoded datasets shared by the jobs that read them.
+    dataset_cache: Arc<cache::DatasetCache>,
 }
+
+/// The dataset cache's budget until the server sets its own (`--dataset-cache-bytes`).
+pub const DEFAULT_DATASET_CACHE_BYTES: u64 = 1 << 30;
 
 impl Store {
     /// Opens (creating if missing) the database in WAL mode and applies pending migrations.
@@ -89,12 +95,18 @@ impl Store {
         Ok(Store {
             pool,
             data_dir: Arc::new(dir),
+            dataset_cache: Arc::new(cache::DatasetCache::new(DEFAULT_DATASET_CACHE_BYTES)),
         })
     }
 
     /// `<db stem>-data/`, the root of file storage.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The decoded datasets held in memory for jobs.
+    pub fn dataset_cache(&self) -> &cache::DatasetCache {
+        &self.dataset_cache
     }
 
     /// Where a dataset's arrays live.

@@ -634,10 +634,9 @@ async fn pca_derives_a_dataset_whose_samples_render_the_reconstruction() {
     .await;
 }
 
-/// Trains a small MLP on `dataset` for 2 epochs with a fixed seed; returns the history and the saved
-/// weights file.
-async fn train_small_mlp(app: &TestApp, dataset: &str) -> (Value, Vec<u8>) {
-    use super::jobs::{submit, wait_finished};
+/// A job body training a small MLP on `dataset` for 2 epochs with a fixed seed (the model is
+/// created here).
+async fn small_mlp_job(app: &TestApp, dataset: &str) -> Value {
     let model: Value = app
         .post_json(
             "/v1/models",
@@ -652,15 +651,18 @@ async fn train_small_mlp(app: &TestApp, dataset: &str) -> (Value, Vec<u8>) {
         .json()
         .await
         .unwrap();
-    let body = json!({"model_id": model["id"], "dataset_id": dataset,
+    json!({"model_id": model["id"], "dataset_id": dataset,
         "validation": {"split": 0.2},
         "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
-        "fit": {"epochs": 2, "batch_size": 32, "seed": 11}});
-    let job = submit(app, &body).await;
-    let job = wait_finished(app, job["id"].as_str().unwrap()).await;
+        "fit": {"epochs": 2, "batch_size": 32, "seed": 11}})
+}
+
+/// Waits for job `id` to succeed; returns its history and the saved weights file.
+async fn job_results(app: &TestApp, id: &str) -> (Value, Vec<u8>) {
+    let job = super::jobs::wait_finished(app, id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let history: Value = app
-        .get(&format!("/v1/jobs/{}/history", job["id"].as_str().unwrap()))
+        .get(&format!("/v1/jobs/{id}/history"))
         .await
         .json()
         .await
@@ -676,6 +678,130 @@ async fn train_small_mlp(app: &TestApp, dataset: &str) -> (Value, Vec<u8>) {
         .unwrap()
         .to_vec();
     (history["history"].clone(), weights)
+}
+
+/// Trains a small MLP on `dataset` for 2 epochs with a fixed seed; returns the history and the saved
+/// weights file.
+async fn train_small_mlp(app: &TestApp, dataset: &str) -> (Value, Vec<u8>) {
+    let body = small_mlp_job(app, dataset).await;
+    let job = super::jobs::submit(app, &body).await;
+    job_results(app, job["id"].as_str().unwrap()).await
+}
+
+async fn dataset_cache(app: &TestApp) -> Value {
+    let res = app.get("/v1/dataset-cache").await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn upload_t10k(app: &TestApp) -> String {
+    let images = gunzip(&mnist_file("t10k-images-idx3-ubyte.gz"));
+    let labels = gunzip(&mnist_file("t10k-labels-idx1-ubyte.gz"));
+    let d: Value = upload(app, idx_form(images, labels)).await.json().await.unwrap();
+    d["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_second_job_on_a_dataset_is_a_cache_hit_and_trains_bit_for_bit_like_the_first_and_like_no_cache() {
+    let app = spawn_app().await;
+    let id = upload_t10k(&app).await;
+    let stats = dataset_cache(&app).await;
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(stats["capacity_bytes"], 1u64 << 30);
+
+    let cold = train_small_mlp(&app, &id).await;
+    let stats = dataset_cache(&app).await;
+    assert_eq!(stats["misses"], 1, "{stats}");
+    assert_eq!(stats["loads"], 1, "{stats}");
+    assert_eq!(stats["hits"], 0, "{stats}");
+    assert_eq!(stats["datasets"], 1, "{stats}");
+    // 2,000 samples of 784 float32 features and 2,000 labels.
+    assert_eq!(stats["bytes"], 2000 * 784 * 4 + 2000 * 4, "{stats}");
+
+    let warm = train_small_mlp(&app, &id).await;
+    let stats = dataset_cache(&app).await;
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(stats["hit_rate"], 0.5);
+    assert_eq!(cold.0, warm.0, "identical history");
+    assert!(cold.1 == warm.1, "identical saved weights");
+
+    // The same job on a server without the cache.
+    let uncached = spawn_app_with(|c| c.dataset_cache_bytes = 0).await;
+    let other = upload_t10k(&uncached).await;
+    let plain = train_small_mlp(&uncached, &other).await;
+    let stats = dataset_cache(&uncached).await;
+    assert_eq!(
+        (stats["datasets"].as_u64(), stats["bytes"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+    assert_eq!(cold.0, plain.0, "identical history with the cache off");
+    assert!(cold.1 == plain.1, "identical saved weights with the cache off");
+
+    // Deleting the dataset (and, by cascade, its finished jobs) drops it from the cache.
+    let res = app.delete(&format!("/v1/datasets/{id}?cascade=true")).await;
+    assert_eq!(res.status(), 204);
+    let stats = dataset_cache(&app).await;
+    assert_eq!(
+        (
+            stats["datasets"].as_u64(),
+            stats["bytes"].as_u64(),
+            stats["invalidations"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1)),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_jobs_on_a_cold_dataset_read_it_once() {
+    let app = spawn_app_with(|c| c.workers = 2).await;
+    let id = upload_t10k(&app).await;
+    let (a, b) = (small_mlp_job(&app, &id).await, small_mlp_job(&app, &id).await);
+    let (ja, jb) = tokio::join!(super::jobs::submit(&app, &a), super::jobs::submit(&app, &b));
+    let ra = job_results(&app, ja["id"].as_str().unwrap()).await;
+    let rb = job_results(&app, jb["id"].as_str().unwrap()).await;
+    assert_eq!(ra.0, rb.0, "same seed, same data: same history");
+    let stats = dataset_cache(&app).await;
+    assert_eq!(
+        (stats["misses"].as_u64(), stats["loads"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["hits"].as_u64().unwrap() + stats["waits"].as_u64().unwrap(),
+        1,
+        "the other job shared the load or the cached arrays: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn the_dataset_cache_budget_evicts_the_least_recently_used_dataset() {
+    // Room for one 2,000-image dataset (6.3 MB as float32) but not two.
+    let app = spawn_app_with(|c| c.dataset_cache_bytes = 8_000_000).await;
+    let first = upload_t10k(&app).await;
+    let second = upload_t10k(&app).await;
+    train_small_mlp(&app, &first).await;
+    train_small_mlp(&app, &second).await;
+    let stats = dataset_cache(&app).await;
+    assert_eq!(
+        (
+            stats["datasets"].as_u64(),
+            stats["evictions"].as_u64(),
+            stats["misses"].as_u64()
+        ),
+        (Some(1), Some(1), Some(2)),
+        "{stats}"
+    );
+    assert_eq!(stats["bytes"], 2000 * 784 * 4 + 2000 * 4);
+    assert_eq!(stats["capacity_bytes"], 8_000_000);
 }
 
 #[tokio::test]
