@@ -188,6 +188,12 @@ pub struct Config {
     /// start as an admin token with every scope, unless that token was registered before.
     #[arg(long, env = "FITD_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Web origins (`https://app.example.com`) allowed to call the API from a browser: they get CORS
+    /// headers, and their cross-site requests may change state. Repeated or comma-separated; none
+    /// by default, so browsers only reach the API from the dashboard's own origin.
+    #[arg(long = "cors-origin", env = "FITD_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
 }
 
 fn default_workers() -> usize {
@@ -208,6 +214,21 @@ impl Config {
             None => 1,
         }
     }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, lowercased, without a path.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("{s:?} is not an origin: expected http(s)://host[:port]"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', '*']) {
+        return Err(format!(
+            "{s:?} is not an origin: expected http(s)://host[:port] without a path"
+        ));
+    }
+    Ok(s)
 }
 
 fn parse_digest(s: &str) -> Result<(String, String), String> {
@@ -248,6 +269,7 @@ impl Config {
             download_sha256: Vec::new(),
             insecure_no_auth: false,
             admin_token_file: None,
+            cors_origins: Vec::new(),
         }
     }
 

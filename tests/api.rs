@@ -6,6 +6,7 @@ mod api {
     pub mod support;
 
     mod auth;
+    mod browser;
 
     mod aliases;
     mod datasets;

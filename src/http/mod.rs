@@ -4,6 +4,7 @@ pub mod aliases;
 pub mod auth;
 pub mod body;
 pub mod content;
+pub mod cross_site;
 pub mod dashboard;
 pub mod datasets;
 pub mod error;
@@ -25,7 +26,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method, StatusCode};
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let auth_state = state.clone();
     let metrics_state = state.clone();
+    let guard_state = state.clone();
     let api = api
         .merge(datasets::extra_routes())
         .with_state(state)
@@ -175,6 +176,10 @@ pub fn router(state: AppState) -> Router {
         auth_state,
         auth::require_token,
     ))
+    .layer(axum::middleware::from_fn_with_state(
+        guard_state,
+        cross_site::guard,
+    ))
     .layer(axum::middleware::from_fn(error::problem_for_plain_errors))
     .layer(CompressionLayer::new().gzip(true))
     .layer(TimeoutLayer::with_status_code(
@@ -185,13 +190,9 @@ pub fn router(state: AppState) -> Router {
         metrics_state,
         metrics::track,
     ))
-    .layer(
-        CorsLayer::new()
-            .allow_origin(Any)
-            .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-            .allow_headers(Any)
-            .expose_headers(Any),
-    )
+    .layer(tower::util::option_layer(cross_site::cors_layer(
+        &config.cors_origins,
+    )))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(
         TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -66,7 +66,7 @@ async fn a_json_body_over_the_limit_is_a_413_problem() {
 }
 
 #[tokio::test]
-async fn responses_carry_a_request_id_and_open_cors_for_gets() {
+async fn responses_carry_a_request_id_and_no_cors_headers_by_default() {
     let app = spawn_app().await;
     let res = app
         .client
@@ -76,7 +76,7 @@ async fn responses_carry_a_request_id_and_open_cors_for_gets() {
         .await
         .unwrap();
     assert!(res.headers().contains_key("x-request-id"));
-    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
 }
 
 /// Sends `body` with `content_type` (none when `None`).
