@@ -105,6 +105,10 @@ pub fn access(method: &Method, path: &str) -> Access {
     if read_only && (PUBLIC.contains(&path) || path == "/docs" || path.starts_with("/docs/")) {
         return Access::Public;
     }
+    // Signing in and out of the dashboard, and asking whether one is signed in.
+    if path == "/v1/session" {
+        return Access::Public;
+    }
     if path == "/v1/tokens" || path.starts_with("/v1/tokens/") {
         return Access::Scope(Scope::Admin);
     }
@@ -230,6 +234,73 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Option<Princ
         token_id: row.id,
         scopes: scopes_from_str(&row.scopes),
     }))
+}
+
+/// How long a dashboard session lasts.
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// Most sessions held; beyond it the one closest to expiring is dropped.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// Dashboard sessions: a random session id (in an `HttpOnly`, `SameSite=Strict` cookie) standing
+/// for a token, so the browser never holds the token itself and `EventSource` (which cannot send
+/// headers) is authenticated too. Kept in memory by the hash of the id: a restart signs everyone
+/// out. The token behind a session is checked on every request, so revoking it ends the session.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    inner: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl Sessions {
+    /// A new session for the token `token_id`; returns the session id for the cookie.
+    pub fn create(&self, token_id: &str) -> anyhow::Result<String> {
+        let id = generate_token()?;
+        let now = std::time::Instant::now();
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, expires)| *expires > now);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(hash_token(&id), (token_id.to_string(), now + SESSION_TTL));
+        Ok(id)
+    }
+
+    /// The token id of a live session.
+    pub fn token_of(&self, session: &str) -> Option<String> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&hash_token(session))
+            .filter(|(_, expires)| *expires > std::time::Instant::now())
+            .map(|(token, _)| token.clone())
+    }
+
+    pub fn remove(&self, session: &str) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&hash_token(session));
+    }
+}
+
+/// The principal of a session, if it is live and its token is not revoked (a session of a revoked
+/// token is dropped).
+pub async fn session_principal(
+    store: &Store,
+    sessions: &Sessions,
+    session: &str,
+) -> Result<Option<Principal>, store::Error> {
+    let Some(token_id) = sessions.token_of(session) else {
+        return Ok(None);
+    };
+    match store::tokens::get(store, &token_id).await {
+        Ok(row) if row.revoked_at.is_none() => Ok(Some(Principal {
+            token_id: row.id,
+            scopes: scopes_from_str(&row.scopes),
+        })),
+        Ok(_) | Err(store::Error::NotFound(_)) => {
+            sessions.remove(session);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether requests must carry a token: from the moment any token exists in the database (created

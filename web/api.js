@@ -44,6 +44,7 @@ export async function request(method, path, { body, headers = {}, raw = false } 
   } catch (err) {
     throw networkError(err);
   }
+  if (res.status === 401 && path !== '/v1/session') window.dispatchEvent(new CustomEvent('fitd:signin'));
   if (!res.ok && res.status !== 304) throw new ApiError(res.status, await problemOf(res), res.statusText);
   if (raw) return res;
   const type = res.headers.get('content-type') || '';

@@ -5,6 +5,8 @@ import { clear, h, message } from './dom.js';
 import { comparePage, jobPage, jobsPage } from './jobs.js';
 import { modelPage, modelsPage } from './models.js';
 import { savedModelPage, savedModelsPage } from './saved.js';
+import { signInPage, tokensPage } from './tokens.js';
+import { del, get } from './api.js';
 
 const ROUTES = [
   [/^\/datasets$/, 'datasets', (root) => datasetsPage(root)],
@@ -16,7 +18,41 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, 'jobs', (root, ctx, m) => jobPage(root, ctx, m[1])],
   [/^\/saved-models$/, 'saved-models', (root) => savedModelsPage(root)],
   [/^\/saved-models\/([^/]+)$/, 'saved-models', (root, _ctx, m) => savedModelPage(root, decodeURIComponent(m[1]))],
+  [/^\/tokens$/, 'tokens', (root) => tokensPage(root)],
 ];
+
+let session = null;
+
+/** Reads who is signed in and shows it in the header, with the Tokens link for admins. */
+async function loadSession() {
+  try {
+    session = await get('/v1/session');
+  } catch {
+    session = null;
+  }
+  const who = document.getElementById('who');
+  const admin = !session?.auth_required || session?.scopes?.includes('admin');
+  document.querySelector('nav a[data-nav="tokens"]').hidden = !admin;
+  if (session?.signed_in) {
+    const out = h('button', {
+      type: 'button',
+      class: 'link',
+      'data-testid': 'signout',
+      async onclick() {
+        await del('/v1/session').catch(() => {});
+        await loadSession();
+        route();
+      },
+    }, 'Sign out');
+    clear(who, h('span', { 'data-testid': 'signed-in-as' }, session.name), ' · ', out);
+  } else {
+    clear(who);
+  }
+}
+
+function needsSignIn() {
+  return session?.auth_required && !session?.signed_in;
+}
 
 let current = null;
 
@@ -48,6 +84,13 @@ async function route() {
   current?.end();
   const ctx = newContext();
   current = ctx;
+  if (needsSignIn()) {
+    signInPage(root, async () => {
+      await loadSession();
+      route();
+    });
+    return;
+  }
   for (const link of document.querySelectorAll('nav a[data-nav]')) link.removeAttribute('aria-current');
   for (const [re, nav, page] of ROUTES) {
     const m = path.match(re);
@@ -77,6 +120,11 @@ async function health() {
 }
 
 window.addEventListener('hashchange', route);
-route();
+// A 401 from any call: the session ended (signed out elsewhere, token revoked, server restarted).
+window.addEventListener('fitd:signin', async () => {
+  await loadSession();
+  if (needsSignIn()) route();
+});
+loadSession().then(route);
 health();
 setInterval(health, 10000);

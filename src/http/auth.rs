@@ -23,6 +23,47 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The cookie holding a dashboard session id.
+pub const SESSION_COOKIE: &str = "fitd_session";
+
+/// The dashboard session id of the `Cookie` header.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE && !v.is_empty()).then_some(v)
+        })
+}
+
+/// Who sent the request: its bearer token, else its session cookie. `Ok(None)` when neither
+/// names a live token; `Err` with the `401` to send for a bad bearer token.
+pub async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<crate::auth::Principal>, Response> {
+    if let Some(token) = bearer(headers) {
+        return match auth::authenticate(&state.store, token).await {
+            Ok(Some(p)) => Ok(Some(p)),
+            Ok(None) => Err(challenge(
+                StatusCode::UNAUTHORIZED,
+                "the API token is unknown or revoked".into(),
+                r#"Bearer realm="fitd", error="invalid_token""#.into(),
+            )),
+            Err(e) => Err(ApiError::from(e).into_response()),
+        };
+    }
+    match session_cookie(headers) {
+        None => Ok(None),
+        Some(sid) => auth::session_principal(&state.store, &state.sessions, sid)
+            .await
+            .map_err(|e| ApiError::from(e).into_response()),
+    }
+}
+
 fn challenge(status: StatusCode, detail: String, www: String) -> Response {
     let mut res = ApiError::Status { status, detail }.into_response();
     if let Ok(v) = HeaderValue::from_str(&www) {
@@ -53,23 +94,18 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
         Ok(false) => return next.run(req).await,
         Err(e) => return ApiError::from(e).into_response(),
     }
-    let Some(token) = bearer(req.headers()) else {
-        return challenge(
-            StatusCode::UNAUTHORIZED,
-            "this request needs an API token: send `Authorization: Bearer <token>`".into(),
-            r#"Bearer realm="fitd""#.into(),
-        );
-    };
-    let principal = match auth::authenticate(&state.store, token).await {
+    let principal = match identify(&state, req.headers()).await {
         Ok(Some(p)) => p,
         Ok(None) => {
             return challenge(
                 StatusCode::UNAUTHORIZED,
-                "the API token is unknown or revoked".into(),
-                r#"Bearer realm="fitd", error="invalid_token""#.into(),
+                "this request needs an API token: send `Authorization: Bearer <token>` (or sign in \
+                 to the dashboard)"
+                    .into(),
+                r#"Bearer realm="fitd""#.into(),
             );
         }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(res) => return res,
     };
     if !principal.scopes.contains(&scope) {
         return forbidden(scope);

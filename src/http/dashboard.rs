@@ -71,6 +71,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/saved.js"),
     },
+    Asset {
+        name: "tokens.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/tokens.js"),
+    },
 ];
 
 /// Strong ETags, one per asset, computed once: the files change only with the binary.

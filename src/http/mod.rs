@@ -16,6 +16,7 @@ pub mod models;
 pub mod pagination;
 pub mod saved_models;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod tokens;
 pub mod v2;
@@ -72,7 +73,8 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(saved_models::router())
         .merge(jobs::router())
         .merge(aliases::router())
-        .merge(tokens::router());
+        .merge(tokens::router())
+        .merge(session::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(metrics::router())

@@ -29,6 +29,8 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Whether requests need a token (latched once any token exists).
     pub auth: Arc<crate::auth::AuthState>,
+    /// Dashboard sessions (cookie id -> token).
+    pub sessions: Arc<crate::auth::Sessions>,
     /// Prometheus metrics, the same recorder the job workers use.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -51,6 +53,7 @@ impl AppState {
             jobs,
             load: Arc::default(),
             auth: Arc::default(),
+            sessions: Arc::default(),
         })
     }
 }
