@@ -8,4 +8,4 @@ if ! [ -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 npm ci --no-audit --no-fund
-node --test dashboard.test.mjs
+node --test dashboard.test.mjs auth.test.mjs
