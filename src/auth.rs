@@ -303,11 +303,17 @@ pub async fn session_principal(
     }
 }
 
-/// Whether requests must carry a token: from the moment any token exists in the database (created
-/// over HTTP, by the CLI from another process, or from a token file) until the server stops.
+/// How long an open server trusts its last look at the token table before looking again.
+pub const OPEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether requests must carry a token: from the moment any token exists in the database until the
+/// server stops. A token created over HTTP latches it at once; one created by the CLI from another
+/// process is seen within [`OPEN_RECHECK`], so an open server does not query the database on every
+/// request.
 #[derive(Debug, Default)]
 pub struct AuthState {
     enforced: AtomicBool,
+    checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl AuthState {
@@ -315,12 +321,28 @@ impl AuthState {
         if self.enforced.load(Ordering::Acquire) {
             return Ok(true);
         }
+        let fresh = self
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < OPEN_RECHECK);
+        if fresh {
+            return Ok(false);
+        }
         let any = store::tokens::any(store).await?;
         if any {
-            self.enforced.store(true, Ordering::Release);
-            tracing::info!("API tokens exist: every request now needs a token");
+            self.latch();
+        } else {
+            *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         }
         Ok(any)
+    }
+
+    /// From now on every request needs a token (a token was just created).
+    pub fn latch(&self) {
+        if !self.enforced.swap(true, Ordering::AcqRel) {
+            tracing::info!("API tokens exist: every request now needs a token");
+        }
     }
 }
 

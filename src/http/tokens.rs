@@ -121,6 +121,7 @@ pub async fn create_token(
             CreateError::Store(e) => e.into(),
             CreateError::Other(e) => ApiError::Internal(e),
         })?;
+    state.auth.latch();
     tracing::info!(token_id = %created.row.id, name = %created.row.name, scopes = %created.row.scopes, "API token created");
     let location = format!("/v1/tokens/{}", created.row.id);
     let view = CreatedTokenView {

@@ -451,3 +451,28 @@ async fn the_dashboard_signs_in_with_a_token_into_an_http_only_strict_cookie_tha
     assert!(set_cookie(&out).contains("Max-Age=0"), "{}", set_cookie(&out));
     assert_problem(with_cookie(&app, Method::GET, "/v1/tokens", &cookie).await, 401).await;
 }
+
+#[tokio::test]
+async fn an_open_server_starts_requiring_tokens_soon_after_the_cli_creates_one() {
+    let app = spawn_app().await;
+    assert_eq!(send(&app, Method::GET, "/v1/jobs", None).await.status(), 200);
+    let db = app.db_path().to_str().unwrap().to_string();
+    let out = fitd(&[
+        "token", "create", "--db", &db, "--scope", "read", "--name", "late",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // An open server looks at the token table at most once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while send(&app, Method::GET, "/v1/jobs", None).await.status() != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open after a token was created"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        send(&app, Method::GET, "/v1/jobs", Some(&token)).await.status(),
+        200
+    );
+}
