@@ -5,10 +5,10 @@
 mod api {
     pub mod support;
 
+    mod aliases;
     mod auth;
     mod browser;
-
-    mod aliases;
+    mod contract;
     mod datasets;
     mod errors;
     mod hostile_uploads;

@@ -1,7 +1,7 @@
 //! `/v1/aliases`: stable names (`production`) for saved models. Predict, evaluate and the KServe v2
 //! routes accept an alias wherever they accept a saved model id.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::pagination::ListQuery;
-use super::{ApiError, AppJson, AppState, Problem};
+use super::{ApiError, AppJson, AppQuery, AppState, Problem};
 use crate::store::{self, aliases::AliasRow};
 
 /// Longest alias name, in characters.
@@ -208,7 +208,7 @@ pub async fn delete_alias(
     ))]
 pub async fn list_aliases(
     State(state): State<AppState>,
-    Query(q): Query<AliasListQuery>,
+    AppQuery(q): AppQuery<AliasListQuery>,
 ) -> Result<AppJson<AliasList>, ApiError> {
     let limit = ListQuery {
         limit: q.limit,
@@ -239,7 +239,7 @@ pub async fn list_aliases(
 pub async fn alias_history(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<AliasHistoryQuery>,
+    AppQuery(q): AppQuery<AliasHistoryQuery>,
 ) -> Result<AppJson<AliasHistory>, ApiError> {
     let limit = ListQuery {
         limit: q.limit,

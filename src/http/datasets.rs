@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::content::{BodyType, body_type, unsupported};
 use super::error::parse_json;
 use super::pagination::ListQuery;
-use super::{ApiError, AppJson, AppState, Problem};
+use super::{ApiError, AppJson, AppQuery, AppState, Problem};
 use crate::data::{self, Budget, Dataset, Features, TaskHint, builtin::Builtin, download};
 use crate::domain::dataset::DatasetKind;
 use crate::store::{
@@ -49,6 +49,11 @@ pub async fn get_dataset_cache(State(state): State<AppState>) -> AppJson<store::
 pub fn extra_routes() -> Router<AppState> {
     Router::new().route("/v1/datasets/{id}/samples/{file}", get(get_dataset_sample))
 }
+
+/// A PNG image.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct PngFile(pub Vec<u8>);
 
 /// JSON body of `POST /v1/datasets`: a built-in or downloadable dataset.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -612,7 +617,7 @@ async fn from_source(
     ))]
 pub async fn list_datasets(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<AppJson<DatasetList>, ApiError> {
     let page = store::datasets::list(&state.store, q.limit()?, q.after.as_deref())
         .await
@@ -655,7 +660,7 @@ pub async fn get_dataset(
 pub async fn delete_dataset(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<super::jobs::CascadeQuery>,
+    AppQuery(q): AppQuery<super::jobs::CascadeQuery>,
 ) -> Result<StatusCode, ApiError> {
     store::datasets::delete(&state.store, &id, q.cascade.unwrap_or(false))
         .await
@@ -667,14 +672,14 @@ pub async fn delete_dataset(
 ///
 /// Pixels map the dataset's feature range onto 0..255 (raw bytes for IDX data); samples of a PCA
 /// dataset show the `inverse_transform` reconstruction, scaled by its own range.
-#[utoipa::path(get, path = "/v1/datasets/{id}/samples/{index}.png", operation_id = "get_dataset_sample",
+#[utoipa::path(get, path = "/v1/datasets/{id}/samples/{sample}.png", operation_id = "get_dataset_sample",
     tag = "datasets",
     params(
         ("id" = String, Path, description = "Dataset id"),
-        ("index" = i64, Path, description = "Sample index, from 0"),
+        ("sample" = i64, Path, description = "Sample index, from 0"),
     ),
     responses(
-        (status = 200, description = "The sample image", content_type = "image/png", body = Vec<u8>,
+        (status = 200, description = "The sample image", content_type = "image/png", body = PngFile,
          headers(("X-Label" = String, description = "The class label, or comma-separated regression targets"))),
         (status = 404, description = "No such dataset or sample", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The samples are not 2-D", body = Problem, content_type = "application/problem+json"),

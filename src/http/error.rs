@@ -3,7 +3,10 @@
 //! Also the `AppJson` extractor and the middleware that turn axum's own rejections (bad JSON, wrong
 //! content type, 404 route, 405, 413, 408) into the same format, so a client handles one error shape.
 
-use axum::extract::{FromRequest, Request, rejection::JsonRejection};
+use axum::extract::{
+    FromRequest, FromRequestParts, Request, rejection::JsonRejection, rejection::QueryRejection,
+};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -339,6 +342,44 @@ where
 impl<T: Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// `Query<T>` whose rejections are 422 problems naming the parameter that failed to parse
+/// (`?limit=abc`, `?status=bogus`): the one rule for query values and headers fitd cannot read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(AppQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    let detail = rejection.body_text();
+    let (path, message) = path_and_message(&detail);
+    let field = if path.is_empty() { "query" } else { path };
+    ApiError::Unprocessable {
+        detail: format!("query parameter {field}: {message}"),
+        errors: vec![FieldError::new(field, message)],
+    }
+}
+
+/// A header that is present but does not parse: the same 422 as a bad query value, naming it.
+pub fn bad_header(name: &str, rule: &str) -> ApiError {
+    ApiError::Unprocessable {
+        detail: format!("header {name}: {rule}"),
+        errors: vec![FieldError::new(name, rule)],
     }
 }
 

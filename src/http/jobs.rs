@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::pagination::ListQuery;
-use super::{ApiError, AppJson, AppState, Problem};
+use super::{ApiError, AppJson, AppQuery, AppState, Problem};
 use crate::domain::job::{CreateJobRequest, JobStatus, ModelFacts, StopReason, Validation};
 use crate::domain::labels::{self, JobPatch, Tags};
 use crate::domain::model::ModelSpec;
@@ -114,6 +114,68 @@ pub struct CheckpointView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CheckpointList {
     pub items: Vec<CheckpointView>,
+}
+
+/// `data` of an SSE `status` event: the job's status changed (queued, running, finished).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusEvent {
+    pub status: JobStatus,
+    /// The last completed epoch (0-based), if any.
+    pub epoch: Option<i64>,
+    /// How many times a worker has started the job.
+    pub attempt: i64,
+}
+
+/// `data` of an SSE `progress` event: batches done in the running epoch. Sent at most a few times
+/// a second, not stored and not replayed; its `id` repeats the last stored event's.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressEvent {
+    /// The running epoch (0-based).
+    pub epoch: i64,
+    pub batches_done: i64,
+    pub batches_total: i64,
+}
+
+/// `data` of an SSE `epoch` event: one completed epoch, the same values `History` holds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EpochEvent {
+    /// 0-based epoch.
+    pub epoch: i64,
+    /// `null` when not finite (`terminate_on_nan`).
+    pub loss: Option<f64>,
+    /// Classification losses only.
+    pub accuracy: Option<f64>,
+    /// With validation data only.
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    /// The optimizer's rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Wall time of the epoch in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// `data` of an SSE `checkpoint` event: the training state after an epoch was stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointEvent {
+    pub epoch: i64,
+    /// Best so far by the checkpoint monitor.
+    pub is_best: bool,
+    pub best_epoch: Option<i64>,
+    /// The epoch's metrics, as in `History`.
+    #[schema(value_type = Object)]
+    pub metrics: serde_json::Map<String, Value>,
+}
+
+/// `data` of an SSE `done` event: the job finished; the stream ends after it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DoneEvent {
+    pub status: JobStatus,
+    pub stop_reason: StopReason,
+    /// Why a failed job failed.
+    pub error: Option<String>,
+    /// The saved model of a succeeded job.
+    pub saved_model_id: Option<String>,
+    pub best_epoch: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -346,17 +408,14 @@ fn query_time(field: &str, v: &Option<String>) -> Result<Option<String>, ApiErro
     let Some(v) = v else { return Ok(None) };
     let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
         .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))?;
-    let utc = t.to_offset(time::UtcOffset::UTC);
-    Ok(Some(
-        utc.format(&time::format_description::well_known::Rfc3339)
-            .map_err(anyhow::Error::from)?,
-    ))
+    // The stored form, so the string comparison with `created_at` orders times correctly.
+    Ok(Some(store::format_time(t)))
 }
 
 /// The `tag` parameters of a query string: `key` (has the tag) or `key:value`.
 fn query_tags(raw: Option<&str>) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
+        .map_err(|_| ApiError::invalid("query", "is not valid URL encoding"))?;
     let mut tags = Vec::new();
     for (k, v) in pairs {
         if k != "tag" {
@@ -397,7 +456,7 @@ fn query_tags(raw: Option<&str>) -> Result<Vec<(String, Option<String>)>, ApiErr
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Query(q): Query<JobListQuery>,
+    AppQuery(q): AppQuery<JobListQuery>,
     RawQuery(raw): RawQuery,
 ) -> Result<AppJson<JobList>, ApiError> {
     let limit = ListQuery {
@@ -526,7 +585,7 @@ pub async fn get_job(
 pub async fn delete_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<DeleteJobQuery>,
+    AppQuery(q): AppQuery<DeleteJobQuery>,
 ) -> Result<StatusCode, ApiError> {
     let deleted = store::jobs::delete(&state.store, &id, q.saved_models.unwrap_or(false))
         .await
@@ -679,26 +738,28 @@ async fn follow(
     params(("id" = String, Path, description = "Job id"), EventsQuery,
            ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream. Each event's `data` is one JSON object, by event name: \
+`status` a `StatusEvent`, `progress` a `ProgressEvent`, `epoch` an `EpochEvent`, `checkpoint` a \
+`CheckpointEvent`, `done` a `DoneEvent`", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn job_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    AppQuery(q): AppQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    store::jobs::get(&state.store, &id)
-        .await
-        .map_err(not_found_as("job", &id))?;
     let last = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<i64>().ok())
-            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id (an integer)".into()))?,
+            .ok_or_else(|| super::error::bad_header("Last-Event-ID", "must be an event id (an integer)"))?,
         None => q.last_event_id.unwrap_or(0),
     };
+    store::jobs::get(&state.store, &id)
+        .await
+        .map_err(not_found_as("job", &id))?;
     // Subscribe before reading the stored events, so nothing falls between the two.
     let live = state.jobs.hub().subscribe(&id);
     let (tx, rx) = mpsc::channel(64);
@@ -727,7 +788,7 @@ pub async fn job_events(
 pub async fn get_job_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    AppQuery(q): AppQuery<HistoryQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     store::jobs::get(&state.store, &id)
@@ -953,7 +1014,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String,
     ))]
 pub async fn compare_jobs(
     State(state): State<AppState>,
-    Query(q): Query<CompareQuery>,
+    AppQuery(q): AppQuery<CompareQuery>,
 ) -> Result<AppJson<Comparison>, ApiError> {
     let raw = q.ids.unwrap_or_default();
     let ids: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();

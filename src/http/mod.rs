@@ -34,7 +34,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use error::{ApiError, AppJson, Problem, ProblemField};
+pub use error::{ApiError, AppJson, AppQuery, Problem, ProblemField};
 pub use state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,7 +60,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     ),
 
     paths(datasets::get_dataset_sample),
-    components(schemas(Problem, ProblemField)),
+    components(schemas(Problem, ProblemField, jobs::StatusEvent, jobs::ProgressEvent, jobs::EpochEvent,
+                       jobs::CheckpointEvent, jobs::DoneEvent)),
 )]
 struct ApiDoc;
 
@@ -86,7 +87,7 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router(1 << 30).into_openapi();
     document_security(&mut doc);
-    doc
+    complete_spec(doc)
 }
 
 /// Declares the bearer-token scheme and, on every operation, the scope it needs (`security: []`
@@ -149,6 +150,189 @@ fn document_security(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The statuses every operation shares by how it reads its request, added where a handler's own
+/// annotation leaves them out, so the spec documents each status a client can get:
+/// - a query parameter or header that does not parse is `422` naming it ([`AppQuery`],
+///   [`error::bad_header`]);
+/// - a JSON body is `400` when malformed, `413` over the body limit, `415` with another content
+///   type and `422` when a field is invalid.
+///
+/// Also keeps the document plain for client generators: named schemas instead of inline variants
+/// and a named enum for the optimizer's string form, and `additionalProperties: false` (which some
+/// generators cannot name) said in words.
+fn complete_spec(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use serde_json::{Value, json};
+    let mut v = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    let problem = |description: &str| {
+        json!({"description": description,
+               "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+    };
+    const PARSE_422: &str =
+        "A query parameter or header does not parse or is out of range; `errors` names it.";
+    if let Some(paths) = v["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            let Some(ops) = item.as_object_mut() else { continue };
+            for op in ops.values_mut() {
+                let reads_params = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| matches!(p["in"].as_str(), Some("query" | "header")))
+                });
+                let json_body = op["requestBody"]["content"]
+                    .as_object()
+                    .is_some_and(|c| c.contains_key("application/json"));
+                let Some(responses) = op["responses"].as_object_mut() else {
+                    continue;
+                };
+                if json_body {
+                    for (status, text) in [
+                        ("400", "The body is not well-formed JSON"),
+                        ("413", "The body is over the server's size limit"),
+                        ("415", "The body's `Content-Type` is not one this operation takes"),
+                        ("422", "A field is invalid; `errors` names each one"),
+                    ] {
+                        responses.entry(status).or_insert_with(|| problem(text));
+                    }
+                }
+                if reads_params {
+                    match responses.get_mut("422") {
+                        None => {
+                            responses.insert("422".into(), problem(PARSE_422));
+                        }
+                        Some(r) => {
+                            let d = r["description"].as_str().unwrap_or_default();
+                            if !d.contains("does not parse") {
+                                r["description"] =
+                                    Value::String(format!("{}. {PARSE_422}", d.trim_end_matches('.')));
+                            }
+                        }
+                    }
+                }
+                // Statuses in numeric order, as a reader expects.
+                let mut sorted: Vec<(String, Value)> = std::mem::take(responses).into_iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                responses.extend(sorted);
+            }
+        }
+    }
+    let schemas = &mut v["components"]["schemas"];
+    if let Some(spec) = schemas.get_mut("OptimizerSpec")
+        && let Some(variants) = spec["oneOf"].as_array_mut()
+    {
+        for variant in variants.iter_mut() {
+            if variant.get("type") == Some(&json!("string")) {
+                *variant = json!({"$ref": "#/components/schemas/OptimizerName"});
+            }
+        }
+        schemas["OptimizerName"] = json!({
+            "type": "string",
+            "description": "An optimizer by name, with Keras's default parameters.",
+            "enum": ["sgd", "adagrad", "rmsprop", "adam"],
+        });
+    }
+    if let Some(variants) = schemas
+        .get_mut("Prediction")
+        .and_then(|p| p["oneOf"].as_array_mut())
+    {
+        let mut named = Vec::new();
+        for variant in variants.iter_mut() {
+            let required = variant["required"].clone();
+            let name = if required == json!(["class", "probabilities"]) {
+                "ClassPrediction"
+            } else if required == json!(["class", "probability"]) {
+                "BinaryPrediction"
+            } else {
+                "ValuePrediction"
+            };
+            named.push((
+                name,
+                std::mem::replace(variant, json!({"$ref": format!("#/components/schemas/{name}")})),
+            ));
+        }
+        for (name, schema) in named {
+            schemas[name] = schema;
+        }
+    }
+    // KServe v2 errors carry the protocol's `error` beside the problem fields.
+    let mut v2_problem = v["components"]["schemas"]["Problem"].clone();
+    v2_problem["description"] =
+        json!("A problem document with the Open Inference Protocol's `error` (the same text as `detail`).");
+    v2_problem["properties"]["error"] =
+        json!({"type": "string", "description": "The error message, as KServe v2 clients read it."});
+    if let Some(required) = v2_problem["required"].as_array_mut() {
+        required.push(json!("error"));
+    }
+    v["components"]["schemas"]["InferenceProblem"] = v2_problem;
+    if let Some(paths) = v["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            if path.starts_with("/v2") {
+                replace_ref(
+                    item,
+                    "#/components/schemas/Problem",
+                    "#/components/schemas/InferenceProblem",
+                );
+            }
+        }
+    }
+    strip_closed_objects(&mut v);
+    if let Some(schemas) = v["components"]["schemas"].as_object_mut() {
+        schemas.sort_keys();
+    }
+    serde_json::from_value(v).expect("the completed OpenAPI document deserializes")
+}
+
+fn replace_ref(v: &mut serde_json::Value, from: &str, to: &str) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.get("$ref").and_then(|r| r.as_str()) == Some(from) {
+                map.insert("$ref".into(), serde_json::Value::String(to.into()));
+            }
+            map.values_mut().for_each(|x| replace_ref(x, from, to));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|x| replace_ref(x, from, to)),
+        _ => {}
+    }
+}
+
+/// Replaces `additionalProperties: false` with a sentence in the schema's description, and gives
+/// an array of any JSON values (nested numbers) the `items: {}` generators require.
+fn strip_closed_objects(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let is_array = match map.get("type") {
+                Some(serde_json::Value::String(t)) => t == "array",
+                Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "array"),
+                _ => false,
+            };
+            if is_array && !map.contains_key("items") {
+                map.insert("items".into(), serde_json::json!({}));
+            }
+            if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                map.remove("additionalProperties");
+                let d = map
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string();
+                let sep = if d.is_empty() {
+                    ""
+                } else if d.ends_with('.') {
+                    " "
+                } else {
+                    ". "
+                };
+                map.insert(
+                    "description".into(),
+                    serde_json::Value::String(format!("{d}{sep}Unknown fields are refused (422).")),
+                );
+            }
+            map.values_mut().for_each(strip_closed_objects);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_closed_objects),
+        _ => {}
+    }
+}
+
 /// The OpenAPI document as YAML, what `fitd openapi` prints and `openapi/openapi.yaml` holds.
 pub fn openapi_yaml() -> anyhow::Result<String> {
     Ok(openapi().to_yaml()?)
@@ -158,6 +342,7 @@ pub fn openapi_yaml() -> anyhow::Result<String> {
 pub fn router(state: AppState) -> Router {
     let (api, mut spec) = api_router(state.config.max_upload_bytes).split_for_parts();
     document_security(&mut spec);
+    let spec = complete_spec(spec);
     let config = state.config.clone();
     let auth_state = state.clone();
     let metrics_state = state.clone();

@@ -1,6 +1,6 @@
 //! `/v1/models`: model architectures: create, list, get, delete, append a layer, summary.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::pagination::ListQuery;
-use super::{ApiError, AppJson, AppState, Problem};
+use super::{ApiError, AppJson, AppQuery, AppState, Problem};
 use crate::domain::model::{LayerSpec, ModelSpec, parse_input_shape, parse_layer};
 use crate::nn::{FieldError, Summary};
 use crate::store::{self, models::ModelRow};
@@ -241,7 +241,7 @@ pub async fn create_model(
     ))]
 pub async fn list_models(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<AppJson<ModelList>, ApiError> {
     let page = store::models::list(&state.store, q.limit()?, q.after.as_deref())
         .await
@@ -290,7 +290,7 @@ pub async fn get_model(
 pub async fn delete_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<super::jobs::CascadeQuery>,
+    AppQuery(q): AppQuery<super::jobs::CascadeQuery>,
 ) -> Result<StatusCode, ApiError> {
     store::models::delete(&state.store, &id, q.cascade.unwrap_or(false))
         .await

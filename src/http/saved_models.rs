@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::body::read_limited;
 use super::content::{BodyType, body_type, is_json, media_type, unsupported};
 use super::inference::{self, EncodeFn, Encoded, ParseFn};
-use super::{ApiError, AppJson, AppState, Problem, error::parse_json};
+use super::{ApiError, AppJson, AppQuery, AppState, Problem, error::parse_json};
 use crate::data::Labels;
 use crate::domain::model::ModelSpec;
 use crate::nn::{self, FieldError, NamedTensor, Targets};
@@ -134,8 +134,9 @@ pub struct SavedModelQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
-    /// Samples, each in the model's input shape (nested, e.g. 28x28) or flat (784 numbers).
-    #[schema(value_type = Vec<Object>)]
+    /// Samples, each an array of numbers: nested in the model's input shape (e.g. 28 rows of 28
+    /// numbers for `input_shape: [28, 28]`) or flat (784 numbers).
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub instances: Nested,
 }
 
@@ -465,7 +466,7 @@ pub async fn create_saved_model(
     ))]
 pub async fn list_saved_models(
     State(state): State<AppState>,
-    Query(q): Query<SavedModelQuery>,
+    AppQuery(q): AppQuery<SavedModelQuery>,
 ) -> Result<AppJson<SavedModelList>, ApiError> {
     let limit = super::pagination::ListQuery {
         limit: q.limit,
@@ -828,7 +829,7 @@ pub struct ExportQuery {
 pub async fn export_saved_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<ExportQuery>,
+    AppQuery(q): AppQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let onnx = match q.format.as_deref() {
         None | Some("safetensors") => false,

@@ -138,9 +138,10 @@ pub struct InferInput {
     pub datatype: String,
     #[serde(default)]
     pub parameters: Option<InferInputParameters>,
-    /// The values in row-major order, flat or nested; absent when the tensor is binary.
+    /// The values (numbers) in row-major order, flat or nested in arrays following `shape`; absent
+    /// when the tensor is binary.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<f32>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     pub data: Option<Nested>,
 }
 
@@ -343,7 +344,6 @@ pub async fn infer(
     req: Request,
 ) -> Result<Response, V2Error> {
     let started = Instant::now();
-    let served = served_model(&state, &id).await?;
     let (parts, body) = req.into_parts();
     let header_len = match parts.headers.get(HEADER_LENGTH) {
         None => None,
@@ -352,7 +352,10 @@ pub async fn infer(
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .ok_or_else(|| {
-                    ApiError::BadRequest("Inference-Header-Content-Length must be a byte count".into())
+                    super::error::bad_header(
+                        "Inference-Header-Content-Length",
+                        "must be a byte count (a non-negative integer)",
+                    )
                 })?,
         ),
     };
@@ -370,6 +373,7 @@ pub async fn infer(
             .into());
         }
     }
+    let served = served_model(&state, &id).await?;
     let bytes = read_limited(
         &parts.headers,
         body,

@@ -428,7 +428,7 @@ pub async fn claim_next(
     // The clock is read inside the statement, so start times follow the claim order exactly.
     let row = sqlx::query(AssertSqlSafe(format!(
         "UPDATE jobs SET status = 'running', \
-         started_at = COALESCE(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
+         started_at = COALESCE(started_at, MAX(created_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))), \
          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), attempts = attempts + 1 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
          RETURNING {COLUMNS}"
@@ -485,7 +485,7 @@ pub async fn cancel_queued(
     let now = now_rfc3339();
     let done = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', stop_reason = 'cancelled', cancel_requested = 1, \
-         finished_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
+         finished_at = MAX(created_at, ?), updated_at = ? WHERE id = ? AND status = 'queued'",
     )
     .bind(&now)
     .bind(&now)
@@ -692,7 +692,8 @@ pub async fn finish(store: &Store, f: &Finish<'_>) -> Result<Option<Vec<EventRow
     let mut tx = store.pool.begin().await?;
     let done = sqlx::query(
         "UPDATE jobs SET status = ?, stop_reason = ?, error = ?, best_epoch = COALESCE(?, best_epoch), \
-         saved_model_id = ?, finished_at = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+         saved_model_id = ?, finished_at = MAX(COALESCE(started_at, created_at), ?), updated_at = ? \
+         WHERE id = ? AND status = 'running'",
     )
     .bind(f.status)
     .bind(f.stop_reason)

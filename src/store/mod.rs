@@ -128,9 +128,19 @@ impl Store {
 
 /// RFC 3339 timestamp of now, the format every `created_at` column holds.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formatting the current UTC time cannot fail")
+    format_time(time::OffsetDateTime::now_utc())
+}
+
+/// Every timestamp fitd stores and returns: RFC 3339 in UTC with milliseconds, always the same
+/// width (`2026-01-31T12:00:00.000Z`), the precision of SQLite's clock, so stored times compare as
+/// strings and a time taken in SQL never sorts before one taken here.
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .expect("formatting a UTC time cannot fail")
 }
 
 /// A new opaque id; v7 so ids sort roughly by creation time in logs.

@@ -202,3 +202,151 @@ pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) {
     // Shown with `cargo test -- --nocapture`.
     print!("{script}: {}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The served OpenAPI document as JSON.
+pub fn spec() -> Value {
+    serde_json::to_value(fitd::http::openapi()).expect("the spec serializes")
+}
+
+/// Asserts that `value` matches the spec's schema `name` (`components/schemas/<name>`), with the
+/// JSON Schema keywords the spec uses: `type` (also a list, with `null`), `enum`, `properties`,
+/// `required`, `items`, `oneOf`/`anyOf`/`allOf`, `$ref`, `minimum`/`maximum` and the exclusive ones.
+pub fn assert_matches_schema(value: &Value, name: &str) {
+    let spec = spec();
+    let schema = serde_json::json!({"$ref": format!("#/components/schemas/{name}")});
+    let mut errors = Vec::new();
+    check_schema(&spec, &schema, value, "$", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "{value} does not match schema {name}:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Asserts that the JSON body of a response with `status` to `method path` (the spec's path
+/// template) matches what the spec documents for it.
+pub fn assert_matches_response(value: &Value, method: &str, path: &str, status: u16) {
+    let spec = spec();
+    let op = &spec["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not in the spec");
+    let res = &op["responses"][status.to_string()];
+    assert!(
+        res.is_object(),
+        "{method} {path} answered {status}, which the spec does not document"
+    );
+    let content = res["content"].as_object().expect("the response has content");
+    let schema = content
+        .iter()
+        .find(|(ct, _)| ct.contains("json"))
+        .map(|(_, c)| c["schema"].clone())
+        .expect("a JSON response");
+    let mut errors = Vec::new();
+    check_schema(&spec, &schema, value, "$", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: {value} does not match the spec:\n{}",
+        errors.join("\n")
+    );
+}
+
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .expect("a local schema reference");
+            let target = &spec["components"]["schemas"][name];
+            assert!(target.is_object(), "dangling reference {r}");
+            resolve(spec, target)
+        }
+        None => schema,
+    }
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "number" => v.is_number(),
+        "integer" => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        other => panic!("unknown type {other} in the spec"),
+    }
+}
+
+fn check_schema(spec: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    let schema = resolve(spec, schema);
+    if let Some(t) = schema.get("type") {
+        let ok = match t {
+            Value::String(t) => type_matches(t, v),
+            Value::Array(ts) => ts.iter().any(|t| type_matches(t.as_str().unwrap(), v)),
+            _ => true,
+        };
+        if !ok {
+            errors.push(format!("{at}: {v} is not of type {t}"));
+            return;
+        }
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !values.contains(v)
+    {
+        errors.push(format!("{at}: {v} is not one of {values:?}"));
+    }
+    if let Some(x) = v.as_f64() {
+        let bound = |k: &str| schema[k].as_f64();
+        if bound("minimum").is_some_and(|m| x < m)
+            || bound("maximum").is_some_and(|m| x > m)
+            || bound("exclusiveMinimum").is_some_and(|m| x <= m)
+            || bound("exclusiveMaximum").is_some_and(|m| x >= m)
+        {
+            errors.push(format!("{at}: {x} is out of the schema's range"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let r = r.as_str().unwrap();
+            if !obj.contains_key(r) {
+                errors.push(format!("{at}: lacks required field {r}"));
+            }
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            for (k, sub) in obj {
+                match props.get(k) {
+                    Some(p) => check_schema(spec, p, sub, &format!("{at}.{k}"), errors),
+                    // A field the server sends must be documented.
+                    None => errors.push(format!("{at}: field {k} is not in the schema")),
+                }
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, item) in arr.iter().enumerate() {
+            check_schema(spec, items, item, &format!("{at}[{i}]"), errors);
+        }
+    }
+    for all in schema["allOf"].as_array().into_iter().flatten() {
+        check_schema(spec, all, v, at, errors);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(variants) = schema[key].as_array() {
+            let matching = variants
+                .iter()
+                .filter(|s| {
+                    let mut e = Vec::new();
+                    check_schema(spec, s, v, at, &mut e);
+                    e.is_empty()
+                })
+                .count();
+            let ok = if key == "oneOf" {
+                matching >= 1
+            } else {
+                matching > 0
+            };
+            if !ok {
+                errors.push(format!("{at}: {v} matches none of the {key} variants"));
+            }
+        }
+    }
+}
