@@ -52,6 +52,7 @@ impl Application {
         .context("starting the job workers")?;
         let limits = ConnLimits::from_config(&config);
         let state = AppState::new(config, store, jobs)?;
+        http::webhooks::spawn_sender(&state).context("starting the webhook sender")?;
         spawn_metrics_upkeep(&state.metrics);
         let router = http::router(state.clone());
         Ok(Application {

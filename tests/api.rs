@@ -21,4 +21,5 @@ mod api {
     mod server;
     mod training;
     mod v2;
+    mod webhooks;
 }

@@ -20,6 +20,7 @@ pub mod session;
 pub mod state;
 pub mod tokens;
 pub mod v2;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "kserve-v2", description = "Open Inference Protocol (KServe v2 REST) for saved models"),
         (name = "jobs", description = "Training jobs: queue, events, history, checkpoints, labels, comparison"),
         (name = "aliases", description = "Stable names for saved models, accepted wherever a saved model id is"),
+        (name = "webhooks", description = "Signed, retried deliveries of job status changes"),
         (name = "tokens", description = "API tokens (the `admin` scope)"),
         (name = "metrics", description = "Prometheus metrics"),
     ),
@@ -74,6 +76,7 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(saved_models::router())
         .merge(jobs::router())
         .merge(aliases::router())
+        .merge(webhooks::router())
         .merge(tokens::router())
         .merge(session::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())

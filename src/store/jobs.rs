@@ -120,6 +120,10 @@ pub async fn append_event(
     .bind(job_id)
     .fetch_one(&mut **tx)
     .await?;
+    // The webhook outbox: deliveries of a status change commit or roll back with it.
+    if event == "status" {
+        super::webhooks::enqueue_status(tx, job_id, data).await?;
+    }
     Ok(EventRow {
         seq,
         event: event.to_string(),

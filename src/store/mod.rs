@@ -14,6 +14,7 @@ pub mod models;
 pub mod saved_models;
 pub mod sweep;
 pub mod tokens;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
