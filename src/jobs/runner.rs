@@ -73,12 +73,13 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
     }
 }
 
-/// From submitting a job to its first start.
+/// From submitting a job to its first start. Both timestamps have whole milliseconds, so a job
+/// claimed within the millisecond it was created waits zero (never a negative, unrecorded wait).
 fn queue_wait(job: &JobRow) -> Option<Duration> {
     use time::format_description::well_known::Rfc3339;
     let created = time::OffsetDateTime::parse(&job.created_at, &Rfc3339).ok()?;
     let started = time::OffsetDateTime::parse(job.started_at.as_deref()?, &Rfc3339).ok()?;
-    (started - created).try_into().ok()
+    Some((started - created).try_into().unwrap_or(Duration::ZERO))
 }
 
 fn status_data(status: JobStatus, epoch: Option<i64>, attempt: i64) -> String {
