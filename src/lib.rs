@@ -7,6 +7,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod nn;
+pub mod search;
 pub mod serving;
 pub mod startup;
 pub mod store;
