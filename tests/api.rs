@@ -18,6 +18,7 @@ mod api {
     mod openapi;
     mod runs;
     mod saved_models;
+    mod searches;
     mod server;
     mod training;
     mod v2;

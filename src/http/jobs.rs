@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::pagination::ListQuery;
 use super::{ApiError, AppJson, AppQuery, AppState, Problem};
-use crate::domain::job::{CreateJobRequest, JobStatus, ModelFacts, StopReason, Validation};
+use crate::domain::job::{CreateJobRequest, JobPlan, JobStatus, ModelFacts, StopReason, Validation};
 use crate::domain::labels::{self, JobPatch, Tags};
 use crate::domain::model::ModelSpec;
 use crate::jobs::{JobEvent, data};
@@ -73,6 +73,9 @@ pub struct JobView {
     pub attempts: i64,
     /// The request, with defaults and the seed filled in.
     pub request: CreateJobRequest,
+    /// The search trial this job runs, with its parameters; absent for jobs outside a search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<super::searches::JobSearchView>,
     /// RFC 3339.
     pub created_at: String,
     pub started_at: Option<String>,
@@ -236,12 +239,15 @@ pub struct EventsQuery {
     pub last_event_id: Option<i64>,
 }
 
-fn parse_json_column<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_json_column<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, ApiError> {
     serde_json::from_str(text)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored {what} is unreadable: {e}")))
 }
 
-fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
+pub(crate) fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
     let status = JobStatus::parse(&row.status)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown job status {:?}", row.status)))?;
     let progress = match state.jobs.running(&row.id) {
@@ -256,6 +262,7 @@ fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
     };
     Ok(JobView {
         request: parse_json_column(&row.request, "request")?,
+        search: None,
         tags: parse_json_column(&row.tags, "tags")?,
         name: row.name,
         notes: row.notes,
@@ -278,12 +285,54 @@ fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiError> {
     })
 }
 
-fn not_found_as(what: &'static str, id: &str) -> impl FnOnce(store::Error) -> ApiError {
+pub(crate) fn not_found_as(what: &'static str, id: &str) -> impl FnOnce(store::Error) -> ApiError {
     let id = id.to_string();
     move |e| match e {
         store::Error::NotFound(_) => ApiError::not_found(what, id),
         other => other.into(),
     }
+}
+
+/// What `POST /v1/jobs` checks once the request itself is valid (`plan`): that its model,
+/// datasets and initial weights exist and fit together. Field names are the request's.
+pub(crate) async fn check_job(
+    st: &store::Store,
+    req: &CreateJobRequest,
+    plan: JobPlan,
+) -> Result<JobPlan, ApiError> {
+    let model = store::models::get(st, &req.model_id)
+        .await
+        .map_err(not_found_as("model", &req.model_id))?;
+    let spec: ModelSpec = parse_json_column(&model.spec, "model spec")?;
+    let config = spec.to_nn();
+    let facts = ModelFacts {
+        input_dim: config.input_shape.iter().product(),
+        last_dense: crate::jobs::last_dense(&config),
+    };
+    let train = data::facts(st, &req.dataset_id)
+        .await
+        .map_err(not_found_as("dataset", &req.dataset_id))?;
+    let val = match &plan.validation {
+        Validation::Dataset(id) => Some(data::facts(st, id).await.map_err(not_found_as("dataset", id))?),
+        Validation::None | Validation::Split(_) => None,
+    };
+    plan.check_data(&facts, &train, val.as_ref())
+        .map_err(ApiError::validation)?;
+    if let Some(id) = &req.initial_weights {
+        let saved = store::saved_models::get(st, id)
+            .await
+            .map_err(not_found_as("saved model", id))?;
+        if saved.spec != model.spec && saved.model_id != model.id {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "initial_weights",
+                format!(
+                    "saved model {id:?} has another architecture than model {:?}",
+                    model.id
+                ),
+            )]));
+        }
+    }
+    Ok(plan)
 }
 
 /// Submit a training job (Keras `compile` + `fit`); it is validated, queued and run by a worker.
@@ -321,38 +370,7 @@ pub async fn create_job(
         }
     };
     let st = &state.store;
-    let model = store::models::get(st, &req.model_id)
-        .await
-        .map_err(not_found_as("model", &req.model_id))?;
-    let spec: ModelSpec = parse_json_column(&model.spec, "model spec")?;
-    let config = spec.to_nn();
-    let facts = ModelFacts {
-        input_dim: config.input_shape.iter().product(),
-        last_dense: crate::jobs::last_dense(&config),
-    };
-    let train = data::facts(st, &req.dataset_id)
-        .await
-        .map_err(not_found_as("dataset", &req.dataset_id))?;
-    let val = match &plan.validation {
-        Validation::Dataset(id) => Some(data::facts(st, id).await.map_err(not_found_as("dataset", id))?),
-        Validation::None | Validation::Split(_) => None,
-    };
-    plan.check_data(&facts, &train, val.as_ref())
-        .map_err(ApiError::validation)?;
-    if let Some(id) = &req.initial_weights {
-        let saved = store::saved_models::get(st, id)
-            .await
-            .map_err(not_found_as("saved model", id))?;
-        if saved.spec != model.spec && saved.model_id != model.id {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "initial_weights",
-                format!(
-                    "saved model {id:?} has another architecture than model {:?}",
-                    model.id
-                ),
-            )]));
-        }
-    }
+    let plan = check_job(st, &req, plan).await?;
     if req.fit.seed.is_none() {
         // Stored with the job so a resumed run continues with the same shuffles and dropout.
         req.fit.seed = Some(uuid::Uuid::new_v4().as_u64_pair().0 >> 1);
@@ -499,11 +517,12 @@ pub async fn list_jobs(
             }
             other => other.into(),
         })?;
-    let items = page
+    let mut items: Vec<JobView> = page
         .items
         .into_iter()
         .map(|r| job_view(&state, r))
         .collect::<Result<_, _>>()?;
+    super::searches::attach_trials(&state.store, &mut items).await?;
     Ok(AppJson(JobList {
         items,
         next: page.next,
@@ -569,7 +588,10 @@ pub async fn get_job(
     let row = store::jobs::get(&state.store, &id)
         .await
         .map_err(not_found_as("job", &id))?;
-    Ok(AppJson(job_view(&state, row)?))
+    let mut view = [job_view(&state, row)?];
+    super::searches::attach_trials(&state.store, &mut view).await?;
+    let [view] = view;
+    Ok(AppJson(view))
 }
 
 /// Delete a finished job with its epochs, events and checkpoints, and reclaim their space. A queued
@@ -641,11 +663,56 @@ fn sse_event(ev: &JobEvent) -> Event {
         .data(ev.data.as_ref())
 }
 
-/// Follows one job for one SSE client: stored events after `last` first, then live ones, skipping
-/// what was already sent and backfilling from SQLite whenever the live channel lagged.
+/// The stored event log an SSE stream follows: a job's or a search's. Both number their events
+/// from 1, end with `done`, and are fed live through the event hub.
+#[derive(Debug, Clone)]
+pub(crate) enum EventLog {
+    Job(String),
+    Search(String),
+}
+
+impl EventLog {
+    fn id(&self) -> &str {
+        match self {
+            EventLog::Job(id) | EventLog::Search(id) => id,
+        }
+    }
+
+    fn hub_key(&self) -> String {
+        match self {
+            EventLog::Job(id) => id.clone(),
+            EventLog::Search(id) => crate::jobs::search::hub_key(id),
+        }
+    }
+
+    async fn events_after(
+        &self,
+        st: &store::Store,
+        after: i64,
+    ) -> Result<Vec<store::jobs::EventRow>, store::Error> {
+        match self {
+            EventLog::Job(id) => store::jobs::events_after(st, id, after).await,
+            EventLog::Search(id) => store::searches::events_after(st, id, after).await,
+        }
+    }
+
+    /// Whether every event the log will ever have is stored.
+    async fn finished(&self, st: &store::Store) -> Result<bool, store::Error> {
+        Ok(match self {
+            EventLog::Job(id) => {
+                JobStatus::parse(&store::jobs::get(st, id).await?.status).is_none_or(JobStatus::is_terminal)
+            }
+            EventLog::Search(id) => store::searches::get(st, id).await?.status != "running",
+        })
+    }
+}
+
+/// Follows one job or search for one SSE client: stored events after `last` first, then live
+/// ones, skipping what was already sent and backfilling from SQLite whenever the live channel
+/// lagged.
 async fn follow(
     state: AppState,
-    id: String,
+    log: EventLog,
     mut last: i64,
     mut live: broadcast::Receiver<JobEvent>,
     tx: mpsc::Sender<Result<Event, Infallible>>,
@@ -654,14 +721,14 @@ async fn follow(
     // Sends stored events after `last`; `Some(true)` once `done` was sent, `None` if the client left.
     async fn backfill(
         state: &AppState,
-        id: &str,
+        log: &EventLog,
         last: &mut i64,
         tx: &mpsc::Sender<Result<Event, Infallible>>,
     ) -> Option<bool> {
-        let rows = match store::jobs::events_after(&state.store, id, *last).await {
+        let rows = match log.events_after(&state.store, *last).await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::error!(job = id, error = %e, "reading job events failed");
+                tracing::error!(id = log.id(), error = %e, "reading events failed");
                 return Some(true);
             }
         };
@@ -674,22 +741,22 @@ async fn follow(
         }
         Some(false)
     }
-    match backfill(&state, &id, &mut last, &tx).await {
+    match backfill(&state, &log, &mut last, &tx).await {
         Some(false) => {}
         Some(true) | None => return,
     }
     // A finished job writes its final status and `done` in one transaction, so once it reads as
     // finished every event it will ever have is stored: send what the client lacks and end, also
     // when it already has `done` (an EventSource reconnects with that id after the stream ends).
-    let finished = match store::jobs::get(&state.store, &id).await {
-        Ok(row) => JobStatus::parse(&row.status).is_none_or(JobStatus::is_terminal),
+    let finished = match log.finished(&state.store).await {
+        Ok(f) => f,
         Err(e) => {
-            tracing::error!(job = id, error = %e, "reading the job failed");
+            tracing::error!(id = log.id(), error = %e, "reading the job or search failed");
             true
         }
     };
     if finished {
-        let _ = backfill(&state, &id, &mut last, &tx).await;
+        let _ = backfill(&state, &log, &mut last, &tx).await;
         return;
     }
     loop {
@@ -718,13 +785,13 @@ async fn follow(
             }
             // A gap: something was stored that this subscriber has not seen.
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                match backfill(&state, &id, &mut last, &tx).await {
+                match backfill(&state, &log, &mut last, &tx).await {
                     Some(false) => {}
                     Some(true) | None => return,
                 }
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let _ = backfill(&state, &id, &mut last, &tx).await;
+                let _ = backfill(&state, &log, &mut last, &tx).await;
                 return;
             }
         }
@@ -749,31 +816,41 @@ pub async fn job_events(
     AppQuery(q): AppQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let last = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .ok_or_else(|| super::error::bad_header("Last-Event-ID", "must be an event id (an integer)"))?,
-        None => q.last_event_id.unwrap_or(0),
-    };
     store::jobs::get(&state.store, &id)
         .await
         .map_err(not_found_as("job", &id))?;
+    let last = last_event_id(&headers, &q)?;
+    Ok(event_stream(state, EventLog::Job(id), last))
+}
+
+/// The SSE response following `log` after event `last`.
+pub(crate) fn event_stream(state: AppState, log: EventLog, last: i64) -> Response {
     // Subscribe before reading the stored events, so nothing falls between the two.
-    let live = state.jobs.hub().subscribe(&id);
+    let key = log.hub_key();
+    let live = state.jobs.hub().subscribe(&key);
     let (tx, rx) = mpsc::channel(64);
     let open = state.metrics.sse_opened();
     tokio::spawn(async move {
         let _open = open;
         let hub_state = state.clone();
-        let job = id.clone();
-        follow(state, id, last, live, tx).await;
-        hub_state.jobs.hub().release(&job);
+        follow(state, log, last, live, tx).await;
+        hub_state.jobs.hub().release(&key);
     });
-    Ok(Sse::new(ReceiverStream::new(rx))
+    Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
+}
+
+/// The event id a client resumes after: `Last-Event-ID`, else `?last_event_id=`, else 0.
+pub(crate) fn last_event_id(headers: &HeaderMap, q: &EventsQuery) -> Result<i64, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| super::error::bad_header("Last-Event-ID", "must be an event id (an integer)")),
+        None => Ok(q.last_event_id.unwrap_or(0)),
+    }
 }
 
 /// Keras `History` of a job: per-metric lists, one value per completed epoch. `?since=N` returns
@@ -900,7 +977,7 @@ mod tests {
         append(&state, id, "status").await;
         let live = state.jobs.hub().subscribe(id);
         let (tx, mut rx) = mpsc::channel(64);
-        let follower = tokio::spawn(follow(state.clone(), id.to_string(), 0, live, tx));
+        let follower = tokio::spawn(follow(state.clone(), EventLog::Job(id.to_string()), 0, live, tx));
         // The stored event arrives first; the follower is now on the live channel.
         assert!(rx.recv().await.is_some());
         // Far more than the broadcast keeps (256) while the client reads nothing.

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod pagination;
 pub mod saved_models;
+pub mod searches;
 pub mod server;
 pub mod session;
 pub mod state;
@@ -59,6 +60,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "webhooks", description = "Signed, retried deliveries of job status changes"),
         (name = "tokens", description = "API tokens (the `admin` scope)"),
         (name = "metrics", description = "Prometheus metrics"),
+        (name = "searches", description = "Hyperparameter searches: trials on the job queue, leaderboard, events"),
     ),
 
     paths(datasets::get_dataset_sample),
@@ -78,7 +80,8 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(aliases::router())
         .merge(webhooks::router())
         .merge(tokens::router())
-        .merge(session::router());
+        .merge(session::router())
+        .merge(searches::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(metrics::router())

@@ -8,6 +8,7 @@ pub mod data;
 pub mod hub;
 pub mod retention;
 mod runner;
+pub mod search;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -102,9 +103,12 @@ impl Jobs {
         if !resumed.is_empty() {
             tracing::info!(jobs = ?resumed, "resuming jobs interrupted by a restart");
         }
+        let hub = Arc::new(EventHub::default());
+        // Searches go on where they stopped: trials that ended are recorded, missing ones created.
+        search::resume(&store, &hub).await?;
         let shared = Arc::new(Shared {
             store,
-            hub: Arc::new(EventHub::default()),
+            hub,
             queued: Mutex::new(0),
             wake: Condvar::new(),
             running: Mutex::new(HashMap::new()),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::search::{self, TrialCtx};
 use super::{JobEvent, RunFlags, Shared, data, retention};
 use crate::domain::job::{CreateJobRequest, JobStatus, ModelFacts, StopReason};
 use crate::domain::model::ModelSpec;
@@ -108,7 +109,25 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
         flags.last_seq.store(seq, Ordering::SeqCst);
     }
     tracing::info!(job = %job.id, attempt = job.attempts, "job started");
-    let result = catch_unwind(AssertUnwindSafe(|| run(shared, &job, &flags)));
+    let trial = match shared.rt.block_on(search::trial_ctx(&shared.store, &job.id)) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "reading the job's search trial failed");
+            None
+        }
+    };
+    if let Some(t) = &trial
+        && let Err(e) = shared.rt.block_on(search::trial_started(
+            &shared.store,
+            &shared.hub,
+            t,
+            &job.id,
+            job.attempts,
+        ))
+    {
+        tracing::error!(job = %job.id, error = %e, "recording a trial's start failed");
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| run(shared, &job, &flags, trial.as_ref())));
     let failure = match result {
         Ok(Ok(Ended::Finished)) => None,
         Ok(Ok(Ended::Requeued)) => {
@@ -154,6 +173,17 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
     }
     if !flags.requeue.load(Ordering::SeqCst) {
         shared.hub.close(&job.id);
+        if let Some(t) = &trial {
+            // The trial is over: record it and queue the search's next trials.
+            match shared
+                .rt
+                .block_on(search::reconcile(&shared.store, &shared.hub, &t.search_id))
+            {
+                Ok(n) if n > 0 => shared.wake_workers(),
+                Ok(_) => {}
+                Err(e) => tracing::error!(search = %t.search_id, error = %e, "updating a search failed"),
+            }
+        }
     }
 }
 
@@ -180,7 +210,12 @@ fn monitored(history: &[EpochLogs], metric: &str) -> Vec<f64> {
         .collect()
 }
 
-fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunError> {
+fn run(
+    shared: &Arc<Shared>,
+    job: &JobRow,
+    flags: &RunFlags,
+    trial: Option<&TrialCtx>,
+) -> Result<Ended, RunError> {
     let rt = &shared.rt;
     let st = &shared.store;
     let req: CreateJobRequest = serde_json::from_str(&job.request)
@@ -231,8 +266,18 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
         "job data loaded and trainer ready");
     let maximize = plan.checkpoint_mode.maximizes(&plan.checkpoint_monitor);
     let mut last_progress: Option<Instant> = None;
+    // Set when the search stops the trial at a rung.
+    let mut stopped_by_search = false;
     while !trainer.is_finished() {
         let epoch = trainer.history().len();
+        if let Some(t) = trial
+            && rt.block_on(search::at_rung(st, &shared.hub, t, &job.id, epoch))?
+                == Some(crate::search::Decision::Stop)
+        {
+            stopped_by_search = true;
+            trainer.request_stop();
+            break;
+        }
         let hub = &shared.hub;
         let outcome = trainer.run_epoch(
             &mut |done, total| {
@@ -298,8 +343,28 @@ fn run(shared: &Arc<Shared>, job: &JobRow, flags: &RunFlags) -> Result<Ended, Ru
             },
         ))?;
         publish(shared, job, flags, &events);
+        if let Some(t) = trial
+            && let Err(e) = rt.block_on(search::trial_epoch(
+                st,
+                &shared.hub,
+                t,
+                &job.id,
+                logs.epoch,
+                &metrics,
+            ))
+        {
+            tracing::error!(job = %job.id, error = %e, "recording a trial's epoch failed");
+        }
     }
-    succeed(shared, job, flags, &model_row.spec, &plan, trainer)
+    succeed(
+        shared,
+        job,
+        flags,
+        &model_row.spec,
+        &plan,
+        trainer,
+        stopped_by_search,
+    )
 }
 
 fn publish(shared: &Shared, job: &JobRow, flags: &RunFlags, events: &[EventRow]) {
@@ -381,8 +446,11 @@ fn succeed(
     spec: &str,
     plan: &crate::domain::job::JobPlan,
     trainer: Trainer,
+    stopped_by_search: bool,
 ) -> Result<Ended, RunError> {
     let stop_reason = match trainer.stop_reason() {
+        // A search's early stop of a trial at a rung.
+        Some(nn::StopReason::Requested) if stopped_by_search => StopReason::EarlyStopping,
         Some(nn::StopReason::EarlyStopping { .. }) => StopReason::EarlyStopping,
         Some(nn::StopReason::TerminatedOnNan) => StopReason::TerminateOnNan,
         Some(nn::StopReason::AllEpochs | nn::StopReason::Requested) | None => StopReason::Completed,

@@ -134,6 +134,17 @@ pub async fn append_event(
 /// Inserts a queued job with its first `status` event and freezes its model's layers.
 pub async fn insert(store: &Store, row: &JobRow, status_data: &str) -> Result<EventRow, Error> {
     let mut tx = store.pool.begin().await?;
+    let ev = insert_in(&mut tx, row, status_data).await?;
+    tx.commit().await?;
+    Ok(ev)
+}
+
+/// [`insert`] inside `tx`, so a job can be queued together with the rows that refer to it.
+pub async fn insert_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    row: &JobRow,
+    status_data: &str,
+) -> Result<EventRow, Error> {
     sqlx::query(
         "INSERT INTO jobs (id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
          created_at, updated_at, name, tags, notes) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -150,16 +161,14 @@ pub async fn insert(store: &Store, row: &JobRow, status_data: &str) -> Result<Ev
     .bind(&row.name)
     .bind(&row.tags)
     .bind(&row.notes)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(map_sqlx)?;
     sqlx::query("UPDATE models SET locked = 1 WHERE id = ?")
         .bind(&row.model_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    let ev = append_event(&mut tx, &row.id, "status", status_data).await?;
-    tx.commit().await?;
-    Ok(ev)
+    append_event(tx, &row.id, "status", status_data).await
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<JobRow, Error> {

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lock;
 pub mod models;
 pub mod saved_models;
+pub mod searches;
 pub mod sweep;
 pub mod tokens;
 pub mod webhooks;

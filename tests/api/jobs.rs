@@ -730,13 +730,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
-    child: std::process::Child,
-    app: Remote,
+pub struct Server {
+    pub child: std::process::Child,
+    pub app: Remote,
 }
 
 /// Starts the real `fitd` binary on `db` with `workers` training threads.
-async fn start_binary(db: &std::path::Path, workers: usize) -> Server {
+pub async fn start_binary(db: &std::path::Path, workers: usize) -> Server {
     let port = free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_fitd"))
         .args([
