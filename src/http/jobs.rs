@@ -816,10 +816,10 @@ pub async fn job_events(
     AppQuery(q): AppQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let last = last_event_id(&headers, &q)?;
     store::jobs::get(&state.store, &id)
         .await
         .map_err(not_found_as("job", &id))?;
-    let last = last_event_id(&headers, &q)?;
     Ok(event_stream(state, EventLog::Job(id), last))
 }
 

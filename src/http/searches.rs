@@ -406,9 +406,9 @@ pub async fn search_events(
     AppQuery(q): AppQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let last = last_event_id(&headers, &q)?;
     store::searches::get(&state.store, &id)
         .await
         .map_err(not_found_as("search", &id))?;
-    let last = last_event_id(&headers, &q)?;
     Ok(event_stream(state, EventLog::Search(id), last))
 }
