@@ -375,38 +375,8 @@ pub async fn create_job(
         // Stored with the job so a resumed run continues with the same shuffles and dropout.
         req.fit.seed = Some(uuid::Uuid::new_v4().as_u64_pair().0 >> 1);
     }
-    let now = store::now_rfc3339();
-    let row = JobRow {
-        seq: 0,
-        id: store::new_id(),
-        model_id: req.model_id.clone(),
-        dataset_id: req.dataset_id.clone(),
-        validation_dataset_id: match &plan.validation {
-            Validation::Dataset(id) => Some(id.clone()),
-            Validation::None | Validation::Split(_) => None,
-        },
-        status: JobStatus::Queued.as_str().into(),
-        request: serde_json::to_string(&req).map_err(anyhow::Error::from)?,
-        seed: req.seed() as i64,
-        epochs: req.fit.epochs as i64,
-        epoch: None,
-        batches_done: 0,
-        batches_total: None,
-        best_epoch: None,
-        stop_reason: None,
-        error: None,
-        saved_model_id: None,
-        cancel_requested: false,
-        attempts: 0,
-        created_at: now.clone(),
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-        name,
-        tags: serde_json::to_string(&tags).map_err(anyhow::Error::from)?,
-        notes,
-    };
-    let status = serde_json::json!({"status": "queued", "epoch": null, "attempt": 0}).to_string();
+    let row = JobRow::queued(&req, &plan.validation, name, &tags, notes).map_err(anyhow::Error::from)?;
+    let status = store::jobs::status_event_data(JobStatus::Queued, None, 0);
     let ev = store::jobs::insert(st, &row, &status).await?;
     state.jobs.hub().publish(&row.id, JobEvent::from(&ev));
     // Read back before waking a worker, so the response shows the job as queued.

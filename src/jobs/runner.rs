@@ -53,7 +53,7 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
         // Read before looking at the queue, so a job queued in between still wakes us.
         let seen = shared.generation();
         let claimed = shared.rt.block_on(store::jobs::claim_next(&shared.store, |job| {
-            status_data(JobStatus::Running, job.epoch, job.attempts)
+            store::jobs::status_event_data(JobStatus::Running, job.epoch, job.attempts)
         }));
         match claimed {
             Ok(Some((job, running))) => {
@@ -81,10 +81,6 @@ fn queue_wait(job: &JobRow) -> Option<Duration> {
     let created = time::OffsetDateTime::parse(&job.created_at, &Rfc3339).ok()?;
     let started = time::OffsetDateTime::parse(job.started_at.as_deref()?, &Rfc3339).ok()?;
     Some((started - created).try_into().unwrap_or(Duration::ZERO))
-}
-
-fn status_data(status: JobStatus, epoch: Option<i64>, attempt: i64) -> String {
-    json!({"status": status.as_str(), "epoch": epoch, "attempt": attempt}).to_string()
 }
 
 fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
@@ -147,7 +143,7 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
     };
     if let Some(error) = failure {
         tracing::warn!(job = %job.id, %error, "job failed");
-        let status = status_data(JobStatus::Failed, None, job.attempts);
+        let status = store::jobs::status_event_data(JobStatus::Failed, None, job.attempts);
         let done = json!({"status": "failed", "stop_reason": "error", "error": error,
                           "saved_model_id": null, "best_epoch": null})
         .to_string();
@@ -407,7 +403,7 @@ fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunErr
         let ev = rt.block_on(store::jobs::requeue(
             &shared.store,
             &job.id,
-            &status_data(JobStatus::Queued, job.epoch, job.attempts),
+            &store::jobs::status_event_data(JobStatus::Queued, job.epoch, job.attempts),
         ))?;
         if let Some(ev) = ev {
             publish(shared, job, flags, &[ev]);
@@ -415,7 +411,7 @@ fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunErr
         return Ok(Ended::Requeued);
     }
     let best = rt.block_on(store::jobs::get(&shared.store, &job.id))?.best_epoch;
-    let status = status_data(JobStatus::Cancelled, None, job.attempts);
+    let status = store::jobs::status_event_data(JobStatus::Cancelled, None, job.attempts);
     let done = json!({"status": "cancelled", "stop_reason": "cancelled", "error": null,
                       "saved_model_id": null, "best_epoch": best})
     .to_string();
@@ -487,7 +483,7 @@ fn succeed(
         weights: encode_weights(&model.tensors()),
         created_at: now_rfc3339(),
     };
-    let status = status_data(
+    let status = store::jobs::status_event_data(
         JobStatus::Succeeded,
         history.last().map(|l| l.epoch as i64),
         job.attempts,

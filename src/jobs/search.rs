@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::{EventHub, JobEvent};
-use crate::domain::job::{CreateJobRequest, JobStatus, Validation};
+use crate::domain::job::{CreateJobRequest, JobStatus};
 use crate::domain::model::ModelSpec;
 use crate::search::{self, CreateSearchRequest, Decision, Method, SearchPlan};
 use crate::store::jobs::{EventRow, JobRow};
@@ -344,38 +344,9 @@ async fn create_trial(
         store::models::insert_with(&mut *tx, &model).await?;
         req.model_id = model.id;
     }
-    let now = now_rfc3339();
-    let job = JobRow {
-        seq: 0,
-        id: new_id(),
-        model_id: req.model_id.clone(),
-        dataset_id: req.dataset_id.clone(),
-        validation_dataset_id: match &plan.validation {
-            Validation::Dataset(id) => Some(id.clone()),
-            Validation::None | Validation::Split(_) => None,
-        },
-        status: JobStatus::Queued.as_str().into(),
-        request: serde_json::to_string(&req).map_err(|e| Error::Corrupt(e.to_string()))?,
-        seed: req.seed() as i64,
-        epochs: req.fit.epochs as i64,
-        epoch: None,
-        batches_done: 0,
-        batches_total: None,
-        best_epoch: None,
-        stop_reason: None,
-        error: None,
-        saved_model_id: None,
-        cancel_requested: false,
-        attempts: 0,
-        created_at: now.clone(),
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-        name,
-        tags: serde_json::to_string(&tags).map_err(|e| Error::Corrupt(e.to_string()))?,
-        notes,
-    };
-    let status = json!({"status": "queued", "epoch": null, "attempt": 0}).to_string();
+    let job = JobRow::queued(&req, &plan.validation, name, &tags, notes)
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let status = store::jobs::status_event_data(JobStatus::Queued, None, 0);
     let ev = store::jobs::insert_in(&mut tx, &job, &status).await?;
     db::insert_trial(&mut tx, &row.id, n as i64, Some(&job.id), &params, None).await?;
     tx.commit().await?;

@@ -6,6 +6,8 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use super::saved_models::{self, SavedModelRow};
 use super::{Error, Page, Store, map_sqlx, now_rfc3339};
+use crate::domain::job::{CreateJobRequest, JobStatus, Validation};
+use crate::domain::labels::Tags;
 
 /// One row of `jobs`.
 #[derive(Debug, Clone)]
@@ -37,6 +39,54 @@ pub struct JobRow {
     /// JSON object of string tags.
     pub tags: String,
     pub notes: Option<String>,
+}
+
+impl JobRow {
+    /// A new queued job for `req` (its seed already filled in), with its run labels.
+    pub fn queued(
+        req: &CreateJobRequest,
+        validation: &Validation,
+        name: Option<String>,
+        tags: &Tags,
+        notes: Option<String>,
+    ) -> serde_json::Result<JobRow> {
+        let now = now_rfc3339();
+        Ok(JobRow {
+            seq: 0,
+            id: super::new_id(),
+            model_id: req.model_id.clone(),
+            dataset_id: req.dataset_id.clone(),
+            validation_dataset_id: match validation {
+                Validation::Dataset(id) => Some(id.clone()),
+                Validation::None | Validation::Split(_) => None,
+            },
+            status: JobStatus::Queued.as_str().into(),
+            request: serde_json::to_string(req)?,
+            seed: req.seed() as i64,
+            epochs: req.fit.epochs as i64,
+            epoch: None,
+            batches_done: 0,
+            batches_total: None,
+            best_epoch: None,
+            stop_reason: None,
+            error: None,
+            saved_model_id: None,
+            cancel_requested: false,
+            attempts: 0,
+            created_at: now.clone(),
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            name,
+            tags: serde_json::to_string(tags)?,
+            notes,
+        })
+    }
+}
+
+/// The data of a job's `status` event.
+pub fn status_event_data(status: JobStatus, epoch: Option<i64>, attempt: i64) -> String {
+    serde_json::json!({"status": status.as_str(), "epoch": epoch, "attempt": attempt}).to_string()
 }
 
 const COLUMNS: &str = "seq, id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
