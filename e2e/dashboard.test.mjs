@@ -400,6 +400,125 @@ describe('fitd dashboard', () => {
     state.cancelledJobId = null;
   });
 
+  test('a search shows its leaderboard, one objective curve per trial and each parameter against the objective, live', async () => {
+    const datasetId = need(state.digitsId, 'the digits dataset');
+    const ds = await api('GET', `/v1/datasets/${datasetId}`);
+    const model = await api('POST', '/v1/models', {
+      name: 'digits-search-mlp',
+      input_shape: ds.body.input_shape,
+      layers: [
+        { type: 'flatten' },
+        { type: 'rescaling', scale: 0.0625 },
+        { type: 'dense', units: 16, activation: 'relu' },
+        { type: 'dropout', rate: 0.2 },
+        { type: 'dense', units: 10, activation: 'softmax' },
+      ],
+    });
+    assert.equal(model.status, 201, JSON.stringify(model.body));
+    const job = (epochs) => ({
+      model_id: model.body.id,
+      dataset_id: datasetId,
+      validation: { split: 0.2 },
+      compile: { optimizer: { type: 'adam', learning_rate: 0.001 }, loss: 'sparse_categorical_crossentropy', metrics: ['accuracy'] },
+      fit: { epochs, batch_size: 8, seed: 3 },
+    });
+    // Two long jobs hold both workers, so the search's trials wait in the queue while the page opens.
+    const blockers = [];
+    for (let i = 0; i < 2; i += 1) {
+      const b = await api('POST', '/v1/jobs', job(100000));
+      assert.equal(b.status, 202, JSON.stringify(b.body));
+      blockers.push(b.body.id);
+    }
+    for (const id of blockers) {
+      const end = Date.now() + 60_000;
+      while ((await api('GET', `/v1/jobs/${id}`)).body.status !== 'running') {
+        assert.ok(Date.now() < end, `job ${id} never started`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const space = [
+      { path: 'compile.optimizer.learning_rate', type: 'log_uniform', low: 1e-3, high: 3e-2 },
+      { path: 'model.layers[2].units', type: 'int', low: 8, high: 32, step: 8 },
+      { path: 'model.layers[3].rate', type: 'uniform', low: 0.0, high: 0.4 },
+    ];
+    const created = await api('POST', '/v1/searches', {
+      base: { ...job(3), name: 'digits search' },
+      space,
+      objective: { metric: 'val_loss' },
+      method: 'random',
+      max_trials: 4,
+      max_concurrent_trials: 2,
+      seed: 5,
+    });
+    assert.equal(created.status, 202, JSON.stringify(created.body));
+    const searchId = created.body.id;
+    state.searchId = searchId;
+
+    await page.goto(`${base}/#/searches`);
+    const listed = page.locator(`[data-testid=searches-list] tr[data-id="${searchId}"]`);
+    await listed.waitFor();
+    assert.equal(await listed.locator('a').textContent(), 'digits search');
+    await listed.locator('a').click();
+    await page.waitForURL(new RegExp(`#/searches/${searchId}$`));
+    // Queued: the first two trials are on the leaderboard, nothing is drawn yet.
+    await page.locator('h1 [data-status=running]').waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=leaderboard] tbody tr').length === 2);
+    assert.deepEqual(await page.locator('[data-testid=leaderboard] tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.status)), ['queued', 'queued']);
+    assert.equal(await page.locator('[data-testid=search-curves] g.series').count(), 0);
+    assert.deepEqual(
+      await page.locator('[data-testid=param-plot]').evaluateAll((ps) => ps.map((p) => [p.dataset.path, p.querySelector('svg').dataset.points])),
+      space.map((d) => [d.path, '0']),
+    );
+    await shot('15-search-queued');
+    // The page stays open from here on: everything below arrives over the search's event stream.
+    await page.evaluate(() => {
+      window.__sameSearchPage = true;
+    });
+    for (const id of blockers) {
+      const c = await api('POST', `/v1/jobs/${id}/cancel`);
+      assert.equal(c.status, 202, JSON.stringify(c.body));
+    }
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=search-curves] g.series').length >= 1, null, { timeout: TRAIN_TIMEOUT });
+    await page.locator('h1 [data-status=succeeded]').waitFor({ timeout: TRAIN_TIMEOUT });
+    assert.equal(await page.evaluate(() => window.__sameSearchPage), true);
+    const final = (await api('GET', `/v1/searches/${searchId}`)).body;
+    assert.equal(final.status, 'succeeded');
+    // The leaderboard: every trial, in the API's order (lowest val_loss first), with its parameters.
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=leaderboard] tbody tr')].filter((r) => r.dataset.status === 'succeeded').length === 4);
+    const rows = await page.locator('[data-testid=leaderboard] tbody tr').evaluateAll((trs) =>
+      trs.map((r) => ({
+        trial: Number(r.dataset.trial),
+        objective: Number(r.dataset.objective),
+        units: r.querySelector('td[data-path="model.layers[2].units"]').textContent,
+      })),
+    );
+    assert.deepEqual(rows.map((r) => r.trial), final.trials.map((t) => t.trial));
+    assert.deepEqual(rows.map((r) => r.objective), final.trials.map((t) => t.objective));
+    assert.deepEqual(rows.map((r) => r.units), final.trials.map((t) => String(t.params['model.layers[2].units'])));
+    for (let i = 1; i < rows.length; i += 1) assert.ok(rows[i - 1].objective <= rows[i].objective, JSON.stringify(rows));
+    assert.equal(await page.locator(`[data-testid=leaderboard] tr.best[data-trial="${final.best.trial}"]`).count(), 1);
+    // One curve per trial, with a point per epoch, all received while the page was open.
+    const curves = await page.locator('[data-testid=search-curves] g.series').evaluateAll((gs) => gs.map((g) => [g.dataset.series, g.dataset.points]));
+    assert.deepEqual(curves, [0, 1, 2, 3].map((t) => [`trial ${t}`, '3']));
+    assert.ok(Number(await page.getByTestId('live-status').getAttribute('data-epoch-events')) >= 12);
+    // Each parameter against the objective: a dot per trial; the learning rate on a log axis.
+    assert.deepEqual(
+      await page.locator('[data-testid=param-plot]').evaluateAll((ps) => ps.map((p) => [p.dataset.path, p.querySelector('svg').dataset.points])),
+      space.map((d) => [d.path, '4']),
+    );
+    assert.match(await page.locator('[data-testid=param-plot][data-path="compile.optimizer.learning_rate"] .axis-label').first().textContent(), /log scale/);
+    assert.equal(await page.getByTestId('best-model-link').getAttribute('href'), `#/saved-models/${final.best.saved_model_id}`);
+    await shot('16-search-finished');
+    // A trial's job page leads back to its search.
+    await page.getByTestId('best-job-link').click();
+    await page.waitForURL(new RegExp(`#/jobs/${final.best.job_id}$`));
+    await page.getByTestId('job-search-link').click();
+    await page.waitForURL(new RegExp(`#/searches/${searchId}$`));
+    await page.locator('h1 [data-status=succeeded]').waitFor();
+    await page.goto(`${base}/#/searches`);
+    await page.locator(`[data-testid=searches-list] tr[data-id="${searchId}"][data-status=succeeded]`).waitFor();
+  });
+
   test('pages fit a phone-width screen without sideways scrolling', async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     try {
@@ -409,6 +528,7 @@ describe('fitd dashboard', () => {
         ['phone-models', '#/models'],
         ['phone-jobs', '#/jobs'],
         ['phone-job', state.jobId && `#/jobs/${state.jobId}`],
+        ['phone-search', state.searchId && `#/searches/${state.searchId}`],
       ];
       for (const [name, hash] of pages.filter(([, h]) => h)) {
         await page.goto(`${base}/${hash}`);

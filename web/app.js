@@ -5,6 +5,7 @@ import { clear, h, message } from './dom.js';
 import { comparePage, jobPage, jobsPage } from './jobs.js';
 import { modelPage, modelsPage } from './models.js';
 import { savedModelPage, savedModelsPage } from './saved.js';
+import { searchesPage, searchPage } from './searches.js';
 import { signInPage, tokensPage } from './tokens.js';
 import { del, get } from './api.js';
 
@@ -16,6 +17,8 @@ const ROUTES = [
   [/^\/jobs$/, 'jobs', (root, ctx, _m, q) => jobsPage(root, ctx, q)],
   [/^\/jobs\/compare$/, 'jobs', (root, _ctx, _m, q) => comparePage(root, q)],
   [/^\/jobs\/([^/]+)$/, 'jobs', (root, ctx, m) => jobPage(root, ctx, m[1])],
+  [/^\/searches$/, 'searches', (root, ctx) => searchesPage(root, ctx)],
+  [/^\/searches\/([^/]+)$/, 'searches', (root, ctx, m) => searchPage(root, ctx, m[1])],
   [/^\/saved-models$/, 'saved-models', (root) => savedModelsPage(root)],
   [/^\/saved-models\/([^/]+)$/, 'saved-models', (root, _ctx, m) => savedModelPage(root, decodeURIComponent(m[1]))],
   [/^\/tokens$/, 'tokens', (root) => tokensPage(root)],

@@ -56,7 +56,7 @@ export function fmtNum(v) {
  * markers: [{x, label, color}] drawn as vertical lines (best epoch, early stop); markerLabels
  * 'top' or 'bottom' puts their labels where the curves are not (losses fall, accuracies rise).
  */
-export function lineChart({ title, xLabel = 'epoch', series, markers = [], height = 260, yMin, width, markerLabels = 'top' }) {
+export function lineChart({ title, xLabel = 'epoch', series, markers = [], height = 260, yMin, width, markerLabels = 'top', legend: showLegend = true }) {
   const W = chartWidth(width);
   const H = height;
   const m = { l: 56, r: 16, t: title ? 28 : 12, b: 58 };
@@ -112,8 +112,8 @@ export function lineChart({ title, xLabel = 'epoch', series, markers = [], heigh
     const good = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (good.length === 0) return;
     const d = good.map(([x, y], j) => `${j ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join('');
-    const g = el('g', { class: 'series', 'data-series': s.name });
-    g.append(el('path', { d, fill: 'none', stroke: color, 'stroke-width': 2, 'stroke-dasharray': s.dashed ? '6 4' : null }));
+    const g = el('g', { class: 'series', 'data-series': s.name, 'data-points': good.length, 'data-key': s.key });
+    g.append(el('path', { d, fill: 'none', stroke: color, 'stroke-width': s.strokeWidth || 2, 'stroke-dasharray': s.dashed ? '6 4' : null }));
     for (const [x, y] of good) {
       const c = el('circle', { cx: sx(x), cy: sy(y), r: 3, fill: color });
       c.append(el('title', {}, `${s.name} @ ${xLabel} ${x}: ${fmtNum(y)}`));
@@ -122,6 +122,7 @@ export function lineChart({ title, xLabel = 'epoch', series, markers = [], heigh
     svg.append(g);
   });
 
+  if (!showLegend) return svg;
   // Legend below the axis so it never covers the curves.
   const legend = el('g', { class: 'legend' });
   let lx = m.l;
@@ -132,6 +133,99 @@ export function lineChart({ title, xLabel = 'epoch', series, markers = [], heigh
     lx += 30 + s.name.length * 7.5;
   });
   svg.append(legend);
+  return svg;
+}
+
+/**
+ * A colour per index that stays the same wherever the index is drawn: the palette first, then
+ * hues spread by the golden angle so neighbouring indexes never look alike.
+ */
+export function seriesColor(i) {
+  return i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round((i * 137.508) % 360)} 65% 42%)`;
+}
+
+// Ticks of a log axis: powers of ten, with 2 and 5 between them when the range spans few decades.
+function logTicks(min, max) {
+  const lo = Math.floor(Math.log10(min));
+  const hi = Math.ceil(Math.log10(max));
+  const mults = hi - lo <= 2 ? [1, 2, 5] : [1];
+  const out = [];
+  for (let k = lo; k <= hi; k += 1) {
+    for (const m of mults) {
+      const t = Number((m * 10 ** k).toPrecision(12));
+      if (t >= min * 0.999 && t <= max * 1.001) out.push(t);
+    }
+  }
+  return out.length >= 2 ? out : [min, max];
+}
+
+/**
+ * A scatter plot: one dot per point. x is numeric (log scale with `log`) or, with `categories`,
+ * the index of a category named on the axis.
+ * points: [{x, y, color, label}]
+ */
+export function scatterChart({ title, xLabel, yLabel, points, log = false, categories = null, height = 240, width }) {
+  const W = chartWidth(width);
+  const H = height;
+  const m = { l: yLabel ? 68 : 56, r: 16, t: title ? 28 : 12, b: 46 };
+  const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart scatter-chart', role: 'img', 'aria-label': title || 'scatter plot' });
+  const good = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y) && (!log || p.x > 0));
+  svg.dataset.points = String(good.length);
+  if (title) svg.append(el('text', { x: m.l, y: 18, class: 'chart-title' }, title));
+  if (good.length === 0) {
+    svg.append(el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'no objective yet'));
+    return svg;
+  }
+  const tx = log ? Math.log10 : (v) => v;
+  let x0;
+  let x1;
+  let xt;
+  if (categories) {
+    x0 = -0.5;
+    x1 = categories.length - 0.5;
+    xt = categories.map((_, i) => i);
+  } else {
+    const xs = good.map((p) => p.x);
+    const lo = Math.min(...xs);
+    const hi = Math.max(...xs);
+    xt = log ? logTicks(lo, hi) : niceTicks(lo, hi, 5);
+    x0 = tx(Math.min(lo, xt[0]));
+    x1 = tx(Math.max(hi, xt[xt.length - 1]));
+    if (x0 === x1) {
+      x0 -= 0.5;
+      x1 += 0.5;
+    }
+  }
+  const ys = good.map((p) => p.y);
+  const yt = niceTicks(Math.min(...ys), Math.max(...ys), 4);
+  const y0 = Math.min(...ys, yt[0]);
+  const y1 = Math.max(...ys, yt[yt.length - 1]);
+  const sx = (v) => m.l + ((tx(v) - x0) / (x1 - x0)) * (W - m.l - m.r);
+  const sxCat = (i) => m.l + ((i - x0) / (x1 - x0)) * (W - m.l - m.r);
+  const px = categories ? sxCat : sx;
+  const sy = (v) => H - m.b - ((v - y0) / (y1 - y0 || 1)) * (H - m.t - m.b);
+  const grid = el('g', { class: 'grid' });
+  for (const t of yt) {
+    grid.append(el('line', { x1: m.l, x2: W - m.r, y1: sy(t), y2: sy(t) }));
+    grid.append(el('text', { x: m.l - 6, y: sy(t) + 4, 'text-anchor': 'end', class: 'tick' }, fmtNum(t)));
+  }
+  // Category names are cut short so they never run into each other.
+  const room = Math.max(3, Math.floor((W - m.l - m.r) / Math.max(1, xt.length) / 7));
+  for (const t of xt) {
+    let label = categories ? String(categories[t]) : fmtNum(t);
+    if (label.length > room) label = `${label.slice(0, room - 1)}…`;
+    grid.append(el('text', { x: px(t), y: H - m.b + 16, 'text-anchor': 'middle', class: 'tick' }, label));
+  }
+  grid.append(el('text', { x: (m.l + W - m.r) / 2, y: H - m.b + 34, 'text-anchor': 'middle', class: 'axis-label' }, `${xLabel}${log ? ' (log scale)' : ''}`));
+  if (yLabel) grid.append(el('text', { x: 12, y: (m.t + H - m.b) / 2, 'text-anchor': 'middle', class: 'axis-label', transform: `rotate(-90 12 ${(m.t + H - m.b) / 2})` }, yLabel));
+  svg.append(grid);
+  const dots = el('g', { class: 'dots' });
+  for (const p of good) {
+    const c = el('circle', { cx: px(p.x), cy: sy(p.y), r: 4.5, fill: p.color || PALETTE[0], 'fill-opacity': 0.85, class: 'dot', 'data-key': p.key });
+    c.append(el('title', {}, `${p.label ? `${p.label}: ` : ''}${xLabel} ${categories ? categories[p.x] : fmtNum(p.x)}, ${yLabel || 'y'} ${fmtNum(p.y)}`));
+    dots.append(c);
+  }
+  svg.append(dots);
   return svg;
 }
 

@@ -548,6 +548,7 @@ export async function jobPage(root, ctx, id) {
       facts([
         ['Model', model ? h('a', { href: `#/models/${model.id}` }, model.name) : shortId(jobModelId(job))],
         ['Dataset', dataset ? h('a', { href: `#/datasets/${dataset.id}` }, dataset.name) : shortId(jobDatasetId(job))],
+        job.search ? ['Search', h('a', { href: `#/searches/${job.search.search_id}`, 'data-testid': 'job-search-link' }, `trial ${job.search.trial} of search ${shortId(job.search.search_id)}`)] : null,
         ['Best epoch', job.best_epoch ?? '–'],
         ['Created', fmtDate(job.created_at)],
         ['Started', fmtDate(job.started_at)],

@@ -67,6 +67,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/jobs.js"),
     },
     Asset {
+        name: "searches.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/searches.js"),
+    },
+    Asset {
         name: "saved.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/saved.js"),
