@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     });
     fitd::nn::enable_flush_to_zero();
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("fitd.db")).await?;
+    let store = Store::open(&dir.path().join("fitd.db").into(), None).await?;
 
     let data_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-10k");
     let images = gunzip(&data_dir.join("train-images-idx3-ubyte.gz"))?;

@@ -5,6 +5,8 @@
 //! once as a job over HTTP, alternating rounds, same data and seed.
 //!
 //! Usage: `cargo run --release --example job_overhead -- [epochs] [rounds]` (default 5 and 3).
+//! With `FITD_BENCH_POSTGRES=postgres://...` the jobs run on a cluster instead: a fresh database on
+//! that server, an API node with no workers and a worker node (`fitd worker`) with one.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -33,12 +35,34 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let dir = tempfile::tempdir()?;
-    let mut config = Config::for_tests(dir.path().join("fitd.db"));
-    config.workers = 1;
-    let app = Application::build(config).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let store = app.state().store.clone();
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (base, store) = match std::env::var("FITD_BENCH_POSTGRES") {
+        Ok(admin) => {
+            let db = fitd::store::backend::create_postgres_database(&admin, "fitd_bench").await?;
+            let mut config = Config::for_tests(db.clone());
+            config.workers = 0;
+            config.data_dir = Some(dir.path().join("api"));
+            let api = Application::build(config).await?;
+            let mut config = Config::for_tests(db);
+            config.workers = 1;
+            config.data_dir = Some(dir.path().join("worker"));
+            let worker = Application::build_worker(config).await?;
+            tokio::spawn(worker.run_until(std::future::pending()));
+            println!("jobs run on a worker node of a PostgreSQL cluster");
+            let base = format!("http://127.0.0.1:{}", api.port());
+            let store = api.state().store.clone();
+            tokio::spawn(api.run_until(std::future::pending()));
+            (base, store)
+        }
+        Err(_) => {
+            let mut config = Config::for_tests(dir.path().join("fitd.db"));
+            config.workers = 1;
+            let app = Application::build(config).await?;
+            let base = format!("http://127.0.0.1:{}", app.port());
+            let store = app.state().store.clone();
+            tokio::spawn(app.run_until(std::future::pending()));
+            (base, store)
+        }
+    };
     let client = reqwest::Client::new();
 
     let data_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-10k");
@@ -171,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         // Epoch to epoch as stored: training, validation, the checkpoint and the transaction.
         let stamps: Vec<String> =
-            sqlx::query_scalar("SELECT created_at FROM job_epochs WHERE job_id = ? ORDER BY epoch")
+            sqlx::query_scalar("SELECT created_at FROM job_epochs WHERE job_id = $1 ORDER BY epoch")
                 .bind(&id)
                 .fetch_all(&store.pool)
                 .await?;

@@ -16,8 +16,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server.
+    /// Run the HTTP server (with `--workers N` training threads; `--workers 0` serves the API only).
     Serve(Box<Config>),
+    /// Run a worker node of a cluster: trains jobs from the shared PostgreSQL database and serves
+    /// only /healthz, /readyz and /metrics on --addr.
+    Worker(Box<Config>),
     /// Print the OpenAPI description (YAML) of the HTTP API to stdout.
     Openapi,
     /// Create, list or revoke API tokens, directly on the database (works while a server runs).
@@ -27,9 +30,9 @@ pub enum Command {
 /// `fitd token ...`.
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
-    /// SQLite database file of the server.
+    /// The server's database: a SQLite file or a `postgres://` URL.
     #[arg(long, env = "FITD_DB", default_value = "./fitd.db", global = true)]
-    pub db: PathBuf,
+    pub db: crate::store::Db,
     #[command(subcommand)]
     pub command: TokenCommand,
 }
@@ -67,11 +70,27 @@ pub struct Config {
     #[arg(long, env = "FITD_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
-    /// SQLite database file, created on first start; dataset arrays live next to it in `<stem>-data/`.
+    /// The database: a SQLite file, created on first start (dataset arrays live next to it in
+    /// `<stem>-data/`), or a `postgres://user:password@host/db` URL shared by the nodes of a cluster.
     #[arg(long, env = "FITD_DB", default_value = "./fitd.db")]
-    pub db: PathBuf,
+    pub db: crate::store::Db,
 
-    /// Training worker threads (default: number of cores).
+    /// This node's directory for files (default: `<stem>-data/` next to a SQLite file,
+    /// `./fitd-data` with PostgreSQL).
+    #[arg(long, env = "FITD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// This node's name in a cluster, recorded on the jobs its workers run (default `<host>:<pid>`).
+    #[arg(long, env = "FITD_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Seconds a worker's claim on a job holds without renewal (renewed every second while the job
+    /// trains); when a node dies, another takes its jobs over this long after its last renewal.
+    #[arg(long, env = "FITD_JOB_LEASE_SECS", default_value_t = crate::jobs::DEFAULT_LEASE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub job_lease_secs: u64,
+
+    /// Training worker threads (default: number of cores; 0 serves the API without training).
     #[arg(long, env = "FITD_WORKERS", default_value_t = default_workers())]
     pub workers: usize,
 
@@ -205,6 +224,18 @@ fn cores() -> usize {
 }
 
 impl Config {
+    /// How this node's workers claim jobs.
+    pub fn worker_options(&self) -> crate::jobs::WorkerOptions {
+        crate::jobs::WorkerOptions {
+            workers: self.workers,
+            node: self
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::jobs::default_node_name),
+            lease: std::time::Duration::from_secs(self.job_lease_secs),
+        }
+    }
+
     /// The engine threads for a job with this batch size: the explicit setting, else one thread for
     /// small batches and an even share of the cores among the workers for large ones.
     pub fn job_threads(&self, batch_size: usize) -> usize {
@@ -243,10 +274,13 @@ fn parse_digest(s: &str) -> Result<(String, String), String> {
 
 impl Config {
     /// Defaults as `fitd serve` would use them, listening on a free port with the given database.
-    pub fn for_tests(db: PathBuf) -> Config {
+    pub fn for_tests(db: impl Into<crate::store::Db>) -> Config {
         Config {
             addr: "127.0.0.1:0".parse().expect("valid literal address"),
-            db,
+            db: db.into(),
+            data_dir: None,
+            node_name: None,
+            job_lease_secs: crate::jobs::DEFAULT_LEASE_SECS,
             workers: 2,
             threads_per_job: None,
             max_upload_bytes: 1 << 30,
@@ -285,7 +319,7 @@ mod thread_tests {
 
     #[test]
     fn jobs_get_one_thread_for_small_batches_and_a_share_of_the_cores_for_large_ones() {
-        let mut c = Config::for_tests("x.db".into());
+        let mut c = Config::for_tests(PathBuf::from("x.db"));
         c.workers = 1;
         assert_eq!(c.job_threads(32), 1);
         assert_eq!(c.job_threads(256), cores());

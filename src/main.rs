@@ -20,14 +20,19 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(*config).await?;
             app.run_until_stopped().await
         }
+        Command::Worker(config) => {
+            init_tracing(config.log_format);
+            let app = Application::build_worker(*config).await?;
+            app.run_until_stopped().await
+        }
     }
 }
 
 /// `fitd token ...` on the database; the secret of a new token goes alone to stdout.
 async fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let store = fitd::store::Store::open(&args.db)
+    let store = fitd::store::Store::open(&args.db, None)
         .await
-        .with_context(|| format!("opening the database {}", args.db.display()))?;
+        .with_context(|| format!("opening the database {}", args.db))?;
     match args.command {
         TokenCommand::Create { name, scopes } => {
             let created = fitd::auth::create_token(&store, &name, &scopes)

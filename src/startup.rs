@@ -16,6 +16,15 @@ use crate::store::lock::DbLock;
 /// How long shutdown waits for running jobs to reach a batch boundary and go back to the queue.
 const JOB_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What a process serves besides its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The whole HTTP API (`fitd serve`).
+    Api,
+    /// Probes and metrics only (`fitd worker`).
+    Worker,
+}
+
 /// A server that is bound and ready to run; building it first lets callers learn the port.
 pub struct Application {
     listener: TcpListener,
@@ -23,18 +32,29 @@ pub struct Application {
     state: AppState,
     router: Router,
     limits: ConnLimits,
-    /// Held until the server has stopped, so no second server uses the same SQLite file.
-    lock: DbLock,
+    /// Held until the server has stopped, so no second server uses the same SQLite file (nodes
+    /// sharing PostgreSQL need none).
+    lock: Option<DbLock>,
 }
 
 impl Application {
     /// Takes the database's lock, opens it (applying migrations), removes what an interrupted run
     /// left in its data directory, builds the state and router, and binds `config.addr`.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let lock = DbLock::acquire(&config.db)?;
-        let store = Store::open(&config.db)
+        Application::build_as(config, Role::Api).await
+    }
+
+    /// A worker node (`fitd worker`): trains jobs from the shared database and answers only
+    /// `/healthz`, `/readyz` and `/metrics` on `config.addr`.
+    pub async fn build_worker(config: Config) -> anyhow::Result<Application> {
+        Application::build_as(config, Role::Worker).await
+    }
+
+    async fn build_as(config: Config, role: Role) -> anyhow::Result<Application> {
+        let lock = config.db.sqlite_path().map(DbLock::acquire).transpose()?;
+        let store = Store::open(&config.db, config.data_dir.as_deref())
             .await
-            .with_context(|| format!("opening the database {}", config.db.display()))?;
+            .with_context(|| format!("opening the database {}", config.db))?;
         store.dataset_cache().set_capacity(config.dataset_cache_bytes);
         crate::store::sweep::sweep_leftovers(&store)
             .await
@@ -45,7 +65,7 @@ impl Application {
             .with_context(|| format!("binding {}", config.addr))?;
         let port = listener.local_addr()?.port();
         let policy = config.clone();
-        let jobs = Jobs::start(store.clone(), config.workers, move |batch| {
+        let jobs = Jobs::start(store.clone(), config.worker_options(), move |batch| {
             policy.job_threads(batch)
         })
         .await
@@ -54,7 +74,18 @@ impl Application {
         let state = AppState::new(config, store, jobs)?;
         http::webhooks::spawn_sender(&state).context("starting the webhook sender")?;
         spawn_metrics_upkeep(&state.metrics);
-        let router = http::router(state.clone());
+        if let crate::store::Db::Postgres(url) = &state.config.db {
+            let relay = crate::jobs::relay::Relay {
+                store: state.store.clone(),
+                jobs: state.jobs.clone(),
+                models: Some(state.models.clone()),
+            };
+            crate::jobs::relay::spawn(url.clone(), relay, state.jobs.shutdown_token());
+        }
+        let router = match role {
+            Role::Api => http::router(state.clone()),
+            Role::Worker => http::worker_router(state.clone()),
+        };
         Ok(Application {
             listener,
             port,
@@ -100,7 +131,9 @@ impl Application {
         };
         http::server::serve(self.listener, self.router, self.limits, shutdown).await;
         self.state.store.pool.close().await;
-        self.lock.release();
+        if let Some(lock) = self.lock {
+            lock.release();
+        }
         tracing::info!("fitd stopped");
         Ok(())
     }
@@ -149,7 +182,7 @@ async fn check_auth(config: &Config, store: &Store) -> anyhow::Result<()> {
              export. Create a token first (`fitd token create --db {} --scope read,train,predict,admin \
              --name admin`, or --admin-token-file), listen on 127.0.0.1, or pass --insecure-no-auth",
             config.addr,
-            config.db.display()
+            config.db
         );
     }
     Ok(())

@@ -8,6 +8,7 @@ mod api {
     mod aliases;
     mod auth;
     mod browser;
+    mod cluster;
     mod contract;
     mod datasets;
     mod errors;

@@ -230,6 +230,7 @@ impl From<store::Error> for ApiError {
             store::Error::Migrate(_)
             | store::Error::Io(_)
             | store::Error::Corrupt(_)
+            | store::Error::StaleClaim(_)
             | store::Error::Locked { .. } => ApiError::Internal(anyhow::Error::new(e)),
         }
     }

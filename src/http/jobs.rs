@@ -69,8 +69,12 @@ pub struct JobView {
     pub error: Option<String>,
     /// The saved model a succeeded job created.
     pub saved_model_id: Option<String>,
-    /// Times a worker started the job (more than 1 after resuming from a restart).
+    /// Times a worker started the job (more than 1 after resuming from a restart, or after another
+    /// node took it over).
     pub attempts: i64,
+    /// The worker that runs the job, or ran it last: `<node>/<n>` (`--node-name`, default
+    /// `<host>:<pid>`); `null` before it first starts.
+    pub worker: Option<String>,
     /// The request, with defaults and the seed filled in.
     pub request: CreateJobRequest,
     /// The search trial this job runs, with its parameters; absent for jobs outside a search.
@@ -278,6 +282,7 @@ pub(crate) fn job_view(state: &AppState, row: JobRow) -> Result<JobView, ApiErro
         error: row.error,
         saved_model_id: row.saved_model_id,
         attempts: row.attempts,
+        worker: row.worker,
         created_at: row.created_at,
         started_at: row.started_at,
         finished_at: row.finished_at,
@@ -379,8 +384,10 @@ pub async fn create_job(
     let status = store::jobs::status_event_data(JobStatus::Queued, None, 0);
     let ev = store::jobs::insert(st, &row, &status).await?;
     state.jobs.hub().publish(&row.id, JobEvent::from(&ev));
-    // Read back before waking a worker, so the response shows the job as queued.
-    let row = store::jobs::get(st, &row.id).await?;
+    // The response shows the job as it was queued (a worker of any node may claim it at once);
+    // only the queue position is the database's.
+    let mut row = row;
+    row.seq = store::cursor_seq(st, store::Listed::Jobs, Some(&row.id)).await?;
     state.jobs.notify_queued();
     let location = format!("/v1/jobs/{}", row.id);
     let mut res = (StatusCode::ACCEPTED, AppJson(job_view(&state, row)?)).into_response();
@@ -931,14 +938,16 @@ mod tests {
     async fn a_subscriber_that_lags_behind_the_broadcast_is_backfilled_without_gaps_or_repeats() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::for_tests(dir.path().join("fitd.db"));
-        let store = Store::open(&config.db).await.unwrap();
-        let jobs = Jobs::start(store.clone(), 1, |_| 1).await.unwrap();
+        let store = Store::open(&config.db, None).await.unwrap();
+        let jobs = Jobs::start(store.clone(), crate::jobs::WorkerOptions::single(1), |_| 1)
+            .await
+            .unwrap();
         let state = AppState::new(config, store, jobs).unwrap();
         let id = "job-1";
         // A running job (so no worker claims it), written directly.
         sqlx::query(
             "INSERT INTO jobs (id, model_id, dataset_id, status, request, seed, epochs, created_at, updated_at) \
-             VALUES (?, 'm', 'd', 'running', '{}', 0, 1000, 'now', 'now')",
+             VALUES ($1, 'm', 'd', 'running', '{}', 0, 1000, 'now', 'now')",
         )
         .bind(id)
         .execute(&state.store.pool)

@@ -345,6 +345,29 @@ pub fn openapi_yaml() -> anyhow::Result<String> {
 }
 
 /// The complete application: API routes, docs, and the middleware stack.
+/// The routes of a worker node (`fitd worker`): liveness, readiness and metrics, behind the same
+/// token check as the API; every other path is 404.
+pub fn worker_router(state: AppState) -> Router {
+    let (routes, _) = OpenApiRouter::new()
+        .merge(health::router())
+        .merge(metrics::router())
+        .split_for_parts();
+    let auth_state = state.clone();
+    routes
+        .with_state(state)
+        .fallback(|| async {
+            ApiError::Status {
+                status: StatusCode::NOT_FOUND,
+                detail: "a worker node serves only /healthz, /readyz and /metrics".into(),
+            }
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            auth_state,
+            auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn(error::problem_for_plain_errors))
+}
+
 pub fn router(state: AppState) -> Router {
     let (api, mut spec) = api_router(state.config.max_upload_bytes).split_for_parts();
     document_security(&mut spec);

@@ -311,7 +311,7 @@ pub fn spawn_sender(state: &AppState) -> anyhow::Result<()> {
     let stop = state.jobs.shutdown_token();
     tokio::spawn(async move {
         loop {
-            match store::webhooks::due(&store, now_ms(), 16).await {
+            match store::webhooks::due(&store, now_ms(), 16, 2 * SEND_TIMEOUT.as_millis() as i64).await {
                 Ok(due) if !due.is_empty() => {
                     let sends = due.into_iter().map(|d| send(&client, &store, d));
                     futures_util::future::join_all(sends).await;

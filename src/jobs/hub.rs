@@ -88,6 +88,15 @@ impl EventHub {
         map.remove(job_id);
     }
 
+    /// The logs that have live subscribers.
+    pub fn keys(&self) -> Vec<String> {
+        let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Number of live subscribers of a job (for tests and metrics).
     pub fn subscribers(&self, job_id: &str) -> usize {
         let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod hub;
+pub mod relay;
 pub mod retention;
 mod runner;
 pub mod search;
@@ -38,6 +39,53 @@ pub struct RunFlags {
     pub batches_total: AtomicUsize,
     /// Seq of the job's last stored event, the id given to live progress events.
     pub last_seq: AtomicI64,
+    /// Set with `stop` when the job's claim passed to another worker (its lease expired): the job
+    /// stops without writing anything more.
+    pub lost: AtomicBool,
+}
+
+/// How this node's workers take jobs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Worker threads; 0 makes an API-only node.
+    pub workers: usize,
+    /// This node's name, recorded with `/<worker>` on the jobs it runs.
+    pub node: String,
+    /// How long a claim holds without renewal; a worker renews it every [`WorkerOptions::renew_every`].
+    pub lease: Duration,
+}
+
+impl WorkerOptions {
+    /// One worker thread named after this host, with the default lease (for tests and tools).
+    pub fn single(workers: usize) -> WorkerOptions {
+        WorkerOptions {
+            workers,
+            node: default_node_name(),
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
+        }
+    }
+
+    /// A third of the lease, at most a second: renewals also carry cancel requests made on other
+    /// nodes, which should arrive within about a second.
+    pub fn renew_every(&self) -> Duration {
+        (self.lease / 3)
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(50))
+    }
+}
+
+/// The lease a claim has unless configured otherwise.
+pub const DEFAULT_LEASE_SECS: u64 = 15;
+
+/// `<host>:<pid>`, unique among the nodes of a cluster.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "fitd".into());
+    format!("{host}:{}", std::process::id())
 }
 
 pub(crate) struct Shared {
@@ -57,6 +105,7 @@ pub(crate) struct Shared {
     threads: Box<dyn Fn(usize) -> usize + Send + Sync>,
     /// The server's metrics: queue waits, epochs.
     metrics: Arc<crate::metrics::Metrics>,
+    options: WorkerOptions,
 }
 
 impl Shared {
@@ -92,16 +141,20 @@ impl Jobs {
         Arc::clone(&self.shared.metrics)
     }
 
-    /// Puts jobs left `running` by a crash back in the queue and starts `workers` threads.
-    /// `threads` picks the engine threads of a job from its batch size.
+    /// On SQLite (one node, holding the database's lock) puts jobs left `running` by a crash back
+    /// in the queue; with PostgreSQL the jobs of a node that died are taken over when their lease
+    /// expires. Then starts `options.workers` threads. `threads` picks the engine threads of a job
+    /// from its batch size.
     pub async fn start(
         store: Store,
-        workers: usize,
+        options: WorkerOptions,
         threads: impl Fn(usize) -> usize + Send + Sync + 'static,
     ) -> Result<Jobs, store::Error> {
-        let resumed = store::jobs::requeue_running(&store).await?;
-        if !resumed.is_empty() {
-            tracing::info!(jobs = ?resumed, "resuming jobs interrupted by a restart");
+        if store.backend() == store::Backend::Sqlite {
+            let resumed = store::jobs::requeue_running(&store).await?;
+            if !resumed.is_empty() {
+                tracing::info!(jobs = ?resumed, "resuming jobs interrupted by a restart");
+            }
         }
         let hub = Arc::new(EventHub::default());
         // Searches go on where they stopped: trials that ended are recorded, missing ones created.
@@ -117,13 +170,14 @@ impl Jobs {
             rt: Handle::current(),
             threads: Box::new(threads),
             metrics: Arc::default(),
+            options: options.clone(),
         });
-        let handles = (0..workers.max(1))
+        let handles = (0..options.workers)
             .map(|i| {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("fitd-worker-{i}"))
-                    .spawn(move || runner::worker_loop(&shared))
+                    .spawn(move || runner::worker_loop(&shared, i))
                     .expect("spawning a worker thread")
             })
             .collect();

@@ -42,19 +42,74 @@ enum Ended {
     Requeued,
     /// Another writer already ended the job.
     Gone,
+    /// The claim passed to another worker (this one's lease expired): nothing more was written.
+    Lost,
 }
 
-pub(crate) fn worker_loop(shared: &Arc<Shared>) {
+/// Renews the job's lease every [`super::WorkerOptions::renew_every`] until cancelled. A renewal
+/// also brings a cancel requested on any node; a refused one means the claim is lost, and the job
+/// stops at its next batch without writing.
+fn keep_lease(
+    shared: &Arc<Shared>,
+    job: &JobRow,
+    flags: &Arc<RunFlags>,
+) -> tokio_util::sync::CancellationToken {
+    let done = tokio_util::sync::CancellationToken::new();
+    let (store, id, attempt) = (shared.store.clone(), job.id.clone(), job.attempts);
+    let (every, lease_ms) = (
+        shared.options.renew_every(),
+        shared.options.lease.as_millis() as i64,
+    );
+    let (flags, stop) = (Arc::clone(flags), done.clone());
+    shared.rt.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match store::jobs::renew_lease(&store, &id, attempt, lease_ms).await {
+                Ok(Some(cancel)) => {
+                    if cancel {
+                        flags.stop.store(true, Ordering::SeqCst);
+                    }
+                }
+                Ok(None) => {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    flags.lost.store(true, Ordering::SeqCst);
+                    flags.stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+                // The database may be back before the lease runs out: keep trying.
+                Err(e) => tracing::warn!(job = %id, error = %e, "renewing the job's lease failed"),
+            }
+        }
+    });
+    done
+}
+
+pub(crate) fn worker_loop(shared: &Arc<Shared>, index: usize) {
     nn::enable_flush_to_zero();
+    let worker = format!("{}/{index}", shared.options.node);
+    let claimant = store::jobs::Claimant {
+        worker: &worker,
+        lease_ms: shared.options.lease.as_millis() as i64,
+    };
     loop {
         if shared.shutdown.is_cancelled() {
             return;
         }
         // Read before looking at the queue, so a job queued in between still wakes us.
         let seen = shared.generation();
-        let claimed = shared.rt.block_on(store::jobs::claim_next(&shared.store, |job| {
-            store::jobs::status_event_data(JobStatus::Running, job.epoch, job.attempts)
-        }));
+        let claimed = shared
+            .rt
+            .block_on(store::jobs::claim_next(&shared.store, claimant, |job| {
+                store::jobs::status_event_data(JobStatus::Running, job.epoch, job.attempts)
+            }));
         match claimed {
             Ok(Some((job, running))) => {
                 if job.attempts == 1
@@ -63,6 +118,7 @@ pub(crate) fn worker_loop(shared: &Arc<Shared>) {
                     shared.metrics.job_started(waited);
                 }
                 shared.hub.publish(&job.id, JobEvent::from(&running));
+                tracing::info!(job = %job.id, attempt = job.attempts, %worker, "job claimed");
                 run_claimed(shared, job);
                 continue;
             }
@@ -123,7 +179,14 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
     {
         tracing::error!(job = %job.id, error = %e, "recording a trial's start failed");
     }
+    let keeper = keep_lease(shared, &job, &flags);
     let result = catch_unwind(AssertUnwindSafe(|| run(shared, &job, &flags, trial.as_ref())));
+    keeper.cancel();
+    let result = match result {
+        Ok(Err(RunError::Store(store::Error::StaleClaim(_)))) => Ok(Ok(Ended::Lost)),
+        _ if flags.lost.load(Ordering::SeqCst) => Ok(Ok(Ended::Lost)),
+        other => other,
+    };
     let failure = match result {
         Ok(Ok(Ended::Finished)) => None,
         Ok(Ok(Ended::Requeued)) => {
@@ -131,6 +194,11 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
             None
         }
         Ok(Ok(Ended::Gone)) => None,
+        Ok(Ok(Ended::Lost)) => {
+            tracing::warn!(job = %job.id, attempt = job.attempts,
+                "the job's claim passed to another worker; stopped without writing more");
+            None
+        }
         Ok(Err(e)) => Some(e.to_string()),
         Err(panic) => {
             let msg = panic
@@ -149,6 +217,7 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
         .to_string();
         let f = Finish {
             job_id: &job.id,
+            attempt: job.attempts,
             status: JobStatus::Failed.as_str(),
             stop_reason: StopReason::Error.as_str(),
             error: Some(&error),
@@ -167,7 +236,8 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
         let mut map = shared.running.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&job.id);
     }
-    if !flags.requeue.load(Ordering::SeqCst) {
+    // A requeued job goes on later, a lost one elsewhere: their streams stay open.
+    if !flags.requeue.load(Ordering::SeqCst) && !flags.lost.load(Ordering::SeqCst) {
         shared.hub.close(&job.id);
         if let Some(t) = &trial {
             // The trial is over: record it and queue the search's next trials.
@@ -180,6 +250,61 @@ fn run_claimed(shared: &Arc<Shared>, job: JobRow) {
                 Err(e) => tracing::error!(search = %t.search_id, error = %e, "updating a search failed"),
             }
         }
+    }
+}
+
+/// How long a worker keeps retrying a write the database refused for a passing reason (it
+/// restarted, the connection dropped, the disk was full) before the job fails.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Runs a store write, retrying with backoff (0.1 s doubling to 5 s) while it fails for a reason
+/// that may pass, for up to [`WRITE_RETRY_FOR`]; constraint violations, a lost claim and shutdown
+/// end it at once. The write must be a single transaction, so a retry never doubles anything.
+fn retrying<T, F, Fut>(
+    shared: &Shared,
+    flags: &RunFlags,
+    job_id: &str,
+    what: &str,
+    mut write: F,
+) -> Result<T, store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, store::Error>>,
+{
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match shared.rt.block_on(write()) {
+            Err(e @ (store::Error::Sqlx(_) | store::Error::Io(_)))
+                if transient(&e)
+                    && start.elapsed() < WRITE_RETRY_FOR
+                    && !flags.lost.load(Ordering::SeqCst)
+                    && !shared.shutdown.is_cancelled() =>
+            {
+                tracing::warn!(job = job_id, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "{what} failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a failed write may succeed later: the connection, the pool, the server or the disk,
+/// as opposed to a statement the data will always refuse.
+fn transient(e: &store::Error) -> bool {
+    match e {
+        store::Error::Io(_) => true,
+        store::Error::Sqlx(sqlx::Error::Database(db)) => !matches!(
+            db.kind(),
+            sqlx::error::ErrorKind::UniqueViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+                | sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::CheckViolation
+        ),
+        store::Error::Sqlx(_) => true,
+        _ => false,
     }
 }
 
@@ -322,22 +447,24 @@ fn run(
         let delete: Vec<i64> = keep.delete.iter().map(|&e| e as i64).collect();
         let total = flags.batches_total.load(Ordering::Relaxed) as i64;
         let metrics_text = metrics.to_string();
-        let events = rt.block_on(store::jobs::record_epoch(
-            st,
-            &EpochRecord {
-                job_id: &job.id,
-                epoch: logs.epoch as i64,
-                metrics: &metrics_text,
-                duration_ms,
-                epoch_event: &event.to_string(),
-                state: &state,
-                best_epoch: keep.best.map(|e| e as i64),
-                delete: &delete,
-                checkpoint_event: &ckpt_event.to_string(),
-                batches_total: total,
-                job_best_epoch: job_best.map(|e| e as i64),
-            },
-        ))?;
+        let (epoch_event, checkpoint_event) = (event.to_string(), ckpt_event.to_string());
+        let record = EpochRecord {
+            job_id: &job.id,
+            attempt: job.attempts,
+            epoch: logs.epoch as i64,
+            metrics: &metrics_text,
+            duration_ms,
+            epoch_event: &epoch_event,
+            state: &state,
+            best_epoch: keep.best.map(|e| e as i64),
+            delete: &delete,
+            checkpoint_event: &checkpoint_event,
+            batches_total: total,
+            job_best_epoch: job_best.map(|e| e as i64),
+        };
+        let events = retrying(shared, flags, &job.id, "storing an epoch", || {
+            store::jobs::record_epoch(st, &record)
+        })?;
         publish(shared, job, flags, &events);
         if let Some(t) = trial
             && let Err(e) = rt.block_on(search::trial_epoch(
@@ -399,10 +526,14 @@ pub fn last_dense(config: &nn::ModelConfig) -> Option<(usize, nn::Activation)> {
 /// The trainer saw the stop flag: back to the queue on shutdown, else cancelled.
 fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunError> {
     let rt = &shared.rt;
+    if flags.lost.load(Ordering::SeqCst) {
+        return Ok(Ended::Lost);
+    }
     if flags.requeue.load(Ordering::SeqCst) {
         let ev = rt.block_on(store::jobs::requeue(
             &shared.store,
             &job.id,
+            job.attempts,
             &store::jobs::status_event_data(JobStatus::Queued, job.epoch, job.attempts),
         ))?;
         if let Some(ev) = ev {
@@ -417,6 +548,7 @@ fn stop(shared: &Shared, job: &JobRow, flags: &RunFlags) -> Result<Ended, RunErr
     .to_string();
     let f = Finish {
         job_id: &job.id,
+        attempt: job.attempts,
         status: JobStatus::Cancelled.as_str(),
         stop_reason: StopReason::Cancelled.as_str(),
         error: None,
@@ -493,6 +625,7 @@ fn succeed(
     .to_string();
     let f = Finish {
         job_id: &job.id,
+        attempt: job.attempts,
         status: JobStatus::Succeeded.as_str(),
         stop_reason: stop_reason.as_str(),
         error: None,
@@ -501,7 +634,9 @@ fn succeed(
         status_event: &status,
         done_event: &done,
     };
-    match shared.rt.block_on(store::jobs::finish(&shared.store, &f))? {
+    match retrying(shared, flags, &job.id, "finishing the job", || {
+        store::jobs::finish(&shared.store, &f)
+    })? {
         Some(events) => {
             publish(shared, job, flags, &events);
             tracing::info!(job = %job.id, saved_model = %saved.id, "job succeeded");

@@ -227,6 +227,7 @@ pub fn best_trial(trials: &[TrialRow], maximize: bool) -> Option<&TrialRow> {
 /// when every trial is over. Returns how many jobs it queued.
 pub async fn reconcile(store: &Store, hub: &EventHub, search_id: &str) -> Result<usize, Error> {
     let _guard = LOCK.lock().await;
+    let _cluster = db::lock_reconcile(store, search_id).await?;
     let row = db::get(store, search_id).await?;
     for t in db::trials(store, search_id).await? {
         if !t.finished && trial_over(&t) {

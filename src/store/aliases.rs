@@ -13,7 +13,7 @@ pub struct AliasRow {
     pub updated_at: String,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AliasRow, sqlx::Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<AliasRow, sqlx::Error> {
     Ok(AliasRow {
         name: r.try_get("name")?,
         saved_model_id: r.try_get("saved_model_id")?,
@@ -39,7 +39,7 @@ pub async fn put(store: &Store, name: &str, saved_model_id: &str) -> Result<(Ali
     // come in between (it is refused while an alias points at it).
     let row = sqlx::query(
         "INSERT INTO aliases (name, saved_model_id, created_at, updated_at) \
-         SELECT ?1, id, ?2, ?2 FROM saved_models WHERE id = ?3 \
+         SELECT $1, id, $2, $2 FROM saved_models WHERE id = $3 \
          ON CONFLICT (name) DO UPDATE SET saved_model_id = excluded.saved_model_id, \
          updated_at = excluded.updated_at \
          RETURNING name, saved_model_id, created_at, updated_at",
@@ -53,7 +53,7 @@ pub async fn put(store: &Store, name: &str, saved_model_id: &str) -> Result<(Ali
         return Err(Error::NotFound("saved model"));
     };
     let row = from_row(&row)?;
-    sqlx::query("INSERT INTO alias_history (name, saved_model_id, created_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO alias_history (name, saved_model_id, created_at) VALUES ($1, $2, $3)")
         .bind(name)
         .bind(saved_model_id)
         .bind(&now)
@@ -65,7 +65,7 @@ pub async fn put(store: &Store, name: &str, saved_model_id: &str) -> Result<(Ali
 }
 
 pub async fn get(store: &Store, name: &str) -> Result<AliasRow, Error> {
-    let row = sqlx::query("SELECT name, saved_model_id, created_at, updated_at FROM aliases WHERE name = ?")
+    let row = sqlx::query("SELECT name, saved_model_id, created_at, updated_at FROM aliases WHERE name = $1")
         .bind(name)
         .fetch_optional(&store.pool)
         .await?
@@ -76,7 +76,7 @@ pub async fn get(store: &Store, name: &str) -> Result<AliasRow, Error> {
 /// The saved model an alias points at, if `name` is an alias.
 pub async fn resolve(store: &Store, name: &str) -> Result<Option<String>, Error> {
     Ok(
-        sqlx::query_scalar("SELECT saved_model_id FROM aliases WHERE name = ?")
+        sqlx::query_scalar("SELECT saved_model_id FROM aliases WHERE name = $1")
             .bind(name)
             .fetch_optional(&store.pool)
             .await?,
@@ -92,7 +92,7 @@ pub async fn list(
 ) -> Result<super::Page<AliasRow>, Error> {
     let rows = sqlx::query(
         "SELECT name, saved_model_id, created_at, updated_at FROM aliases \
-         WHERE name > ?1 AND (?2 IS NULL OR saved_model_id = ?2) ORDER BY name LIMIT ?3",
+         WHERE name > $1 AND ($2 IS NULL OR saved_model_id = $2) ORDER BY name LIMIT $3",
     )
     .bind(after.unwrap_or(""))
     .bind(saved_model_id)
@@ -106,14 +106,14 @@ pub async fn list(
 /// Deletes an alias, recording it in the history.
 pub async fn delete(store: &Store, name: &str) -> Result<(), Error> {
     let mut tx = store.pool.begin().await?;
-    let done = sqlx::query("DELETE FROM aliases WHERE name = ?")
+    let done = sqlx::query("DELETE FROM aliases WHERE name = $1")
         .bind(name)
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound("alias"));
     }
-    sqlx::query("INSERT INTO alias_history (name, saved_model_id, created_at) VALUES (?, NULL, ?)")
+    sqlx::query("INSERT INTO alias_history (name, saved_model_id, created_at) VALUES ($1, NULL, $2)")
         .bind(name)
         .bind(now_rfc3339())
         .execute(&mut *tx)
@@ -125,7 +125,7 @@ pub async fn delete(store: &Store, name: &str) -> Result<(), Error> {
 /// The latest `limit` moves of an alias, newest first (`NotFound` if it never existed).
 pub async fn history(store: &Store, name: &str, limit: i64) -> Result<Vec<HistoryRow>, Error> {
     let rows = sqlx::query(
-        "SELECT saved_model_id, created_at FROM alias_history WHERE name = ? ORDER BY seq DESC LIMIT ?",
+        "SELECT saved_model_id, created_at FROM alias_history WHERE name = $1 ORDER BY seq DESC LIMIT $2",
     )
     .bind(name)
     .bind(limit)

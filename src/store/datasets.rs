@@ -65,7 +65,7 @@ fn json_err(e: serde_json::Error) -> Error {
     Error::Corrupt(e.to_string())
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DatasetRow, Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<DatasetRow, Error> {
     let kind: String = r.try_get("kind")?;
     let parse_shape = |s: Option<String>| -> Result<Option<Vec<usize>>, Error> {
         s.map(|s| serde_json::from_str(&s).map_err(json_err)).transpose()
@@ -155,10 +155,11 @@ async fn create_now(store: &Store, new: NewDataset, data: Dataset) -> Result<Dat
 }
 
 async fn insert(store: &Store, row: &DatasetRow) -> Result<(), Error> {
+    let mut tx = store.pool.begin().await?;
     sqlx::query(
         "INSERT INTO datasets (id, name, kind, source, n_samples, input_shape, n_features, n_classes, \
          n_targets, class_counts, feature_min, feature_max, size_bytes, parent_id, derivation, image_shape, \
-         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&row.id)
     .bind(&row.name)
@@ -177,9 +178,13 @@ async fn insert(store: &Store, row: &DatasetRow) -> Result<(), Error> {
     .bind(row.derivation.as_ref().map(to_json))
     .bind(row.image_shape.as_ref().map(to_json))
     .bind(&row.created_at)
-    .execute(&store.pool)
+    .execute(&mut *tx)
     .await
     .map_err(map_sqlx)?;
+    if store.backend() == super::Backend::Postgres {
+        super::shared_files::upload(&mut tx, &row.id, &store.dataset_dir(&row.id)).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -188,7 +193,7 @@ fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<DatasetRow, Error> {
-    let row = sqlx::query("SELECT * FROM datasets WHERE id = ?")
+    let row = sqlx::query("SELECT * FROM datasets WHERE id = $1")
         .bind(id)
         .fetch_optional(&store.pool)
         .await?
@@ -199,7 +204,7 @@ pub async fn get(store: &Store, id: &str) -> Result<DatasetRow, Error> {
 /// Datasets in creation order, `limit` of them after the dataset with id `after`.
 pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<DatasetRow>, Error> {
     let after_seq = super::cursor_seq(store, super::Listed::Datasets, after).await?;
-    let rows = sqlx::query("SELECT * FROM datasets WHERE seq > ? ORDER BY seq LIMIT ?")
+    let rows = sqlx::query("SELECT * FROM datasets WHERE seq > $1 ORDER BY seq LIMIT $2")
         .bind(after_seq)
         .bind(limit + 1)
         .fetch_all(&store.pool)
@@ -214,8 +219,8 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
     // queued between the checks and the delete.
     let mut tx = store.pool.begin().await?;
     let done = sqlx::query(
-        "DELETE FROM datasets WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM jobs \
-         WHERE (dataset_id = ?1 OR validation_dataset_id = ?1) AND (status IN ('queued', 'running') OR NOT ?2))",
+        "DELETE FROM datasets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE (dataset_id = $1 OR validation_dataset_id = $1) AND (status IN ('queued', 'running') OR NOT $2))",
     )
     .bind(id)
     .bind(cascade)
@@ -226,7 +231,7 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
         drop(tx);
         get(store, id).await?;
         let unfinished: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE (dataset_id = ?1 OR validation_dataset_id = ?1) AND status IN ('queued', 'running') ORDER BY seq",
+            "SELECT id FROM jobs WHERE (dataset_id = $1 OR validation_dataset_id = $1) AND status IN ('queued', 'running') ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&store.pool)
@@ -238,13 +243,13 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
             )));
         }
         let used: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE (dataset_id = ?1 OR validation_dataset_id = ?1) ORDER BY seq LIMIT 5",
+            "SELECT id FROM jobs WHERE (dataset_id = $1 OR validation_dataset_id = $1) ORDER BY seq LIMIT 5",
         )
         .bind(id)
         .fetch_all(&store.pool)
         .await?;
         let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE dataset_id = ?1 OR validation_dataset_id = ?1",
+            "SELECT COUNT(*) FROM jobs WHERE dataset_id = $1 OR validation_dataset_id = $1",
         )
         .bind(id)
         .fetch_one(&store.pool)
@@ -256,11 +261,13 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
         )));
     }
     if cascade {
-        sqlx::query("DELETE FROM jobs WHERE dataset_id = ?1 OR validation_dataset_id = ?1")
+        sqlx::query("DELETE FROM jobs WHERE dataset_id = $1 OR validation_dataset_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
     }
+    let gone = super::notify::Notice::DatasetDeleted { id: id.to_string() };
+    super::notify::announce(&mut tx, &gone).await?;
     tx.commit().await?;
     store.dataset_cache().invalidate(id);
     super::reclaim_space(store).await;
@@ -278,6 +285,9 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
 /// read).
 pub async fn load_arrays(store: &Store, id: &str) -> Result<DatasetArrays, Error> {
     let row = get(store, id).await?;
+    if !store.dataset_cache().contains(id) {
+        super::shared_files::ensure_local(store, id).await?;
+    }
     let files = ArrayFiles::new(store.data_dir());
     let kind = row.kind;
     let cached = store
@@ -305,6 +315,7 @@ pub async fn load_arrays(store: &Store, id: &str) -> Result<DatasetArrays, Error
 
 /// Reads an extra array stored with a dataset (e.g. `pca_components`).
 pub async fn load_extra(store: &Store, id: &str, name: &str) -> Result<ArrayD<f32>, Error> {
+    super::shared_files::ensure_local(store, id).await?;
     let files = ArrayFiles::new(store.data_dir());
     let (id, name) = (id.to_string(), name.to_string());
     tokio::task::spawn_blocking(move || files.read_extra(&id, &name))
@@ -314,6 +325,7 @@ pub async fn load_extra(store: &Store, id: &str, name: &str) -> Result<ArrayD<f3
 
 /// One sample's features and its label, read by seeking instead of loading the whole array.
 pub async fn read_sample(store: &Store, row: &DatasetRow, index: u64) -> Result<(Vec<f32>, String), Error> {
+    super::shared_files::ensure_local(store, &row.id).await?;
     let files = ArrayFiles::new(store.data_dir());
     let id = row.id.clone();
     tokio::task::spawn_blocking(move || -> Result<(Vec<f32>, String), Error> {

@@ -2,10 +2,11 @@
 //! event log (`job_events`) and checkpoints, each multi-row change in one transaction.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
+use super::notify::{self, Notice};
 use super::saved_models::{self, SavedModelRow};
-use super::{Error, Page, Store, map_sqlx, now_rfc3339};
+use super::{Backend, Error, Page, Store, map_sqlx, now_rfc3339};
 use crate::domain::job::{CreateJobRequest, JobStatus, Validation};
 use crate::domain::labels::Tags;
 
@@ -31,6 +32,8 @@ pub struct JobRow {
     pub saved_model_id: Option<String>,
     pub cancel_requested: bool,
     pub attempts: i64,
+    /// `<node>/<n>` of the worker holding (or last holding) the claim.
+    pub worker: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -73,6 +76,7 @@ impl JobRow {
             saved_model_id: None,
             cancel_requested: false,
             attempts: 0,
+            worker: None,
             created_at: now.clone(),
             started_at: None,
             finished_at: None,
@@ -91,9 +95,9 @@ pub fn status_event_data(status: JobStatus, epoch: Option<i64>, attempt: i64) ->
 
 const COLUMNS: &str = "seq, id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
      epoch, batches_done, batches_total, best_epoch, stop_reason, error, saved_model_id, cancel_requested, \
-     attempts, created_at, started_at, finished_at, updated_at, name, tags, notes";
+     attempts, worker, created_at, started_at, finished_at, updated_at, name, tags, notes";
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
@@ -113,6 +117,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
         saved_model_id: r.try_get("saved_model_id")?,
         cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
         attempts: r.try_get("attempts")?,
+        worker: r.try_get("worker")?,
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -153,27 +158,33 @@ pub struct EpochRow {
 
 /// Appends an event to a job's log inside `tx`, numbering it after the job's last one.
 pub async fn append_event(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     job_id: &str,
     event: &str,
     data: &str,
 ) -> Result<EventRow, Error> {
-    // One statement picks the number and inserts, so two writers can never take the same seq.
+    // The counter's row lock orders concurrent writers, so no two events get the same seq.
     let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO job_events (job_id, seq, event, data, created_at) \
-         SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM job_events WHERE job_id = ? RETURNING seq",
+        "UPDATE jobs SET last_event_seq = last_event_seq + 1 WHERE id = $1 RETURNING last_event_seq",
     )
     .bind(job_id)
-    .bind(event)
-    .bind(data)
-    .bind(now_rfc3339())
-    .bind(job_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::NotFound("job"))?;
+    sqlx::query("INSERT INTO job_events (job_id, seq, event, data, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(job_id)
+        .bind(seq)
+        .bind(event)
+        .bind(data)
+        .bind(now_rfc3339())
+        .execute(&mut **tx)
+        .await?;
     // The webhook outbox: deliveries of a status change commit or roll back with it.
     if event == "status" {
         super::webhooks::enqueue_status(tx, job_id, data).await?;
     }
+    let key = job_id.to_string();
+    notify::announce(&mut *tx, &Notice::Event { key, seq }).await?;
     Ok(EventRow {
         seq,
         event: event.to_string(),
@@ -191,13 +202,13 @@ pub async fn insert(store: &Store, row: &JobRow, status_data: &str) -> Result<Ev
 
 /// [`insert`] inside `tx`, so a job can be queued together with the rows that refer to it.
 pub async fn insert_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     row: &JobRow,
     status_data: &str,
 ) -> Result<EventRow, Error> {
     sqlx::query(
         "INSERT INTO jobs (id, model_id, dataset_id, validation_dataset_id, status, request, seed, epochs, \
-         created_at, updated_at, name, tags, notes) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, updated_at, name, tags, notes) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&row.id)
     .bind(&row.model_id)
@@ -214,15 +225,16 @@ pub async fn insert_in(
     .execute(&mut **tx)
     .await
     .map_err(map_sqlx)?;
-    sqlx::query("UPDATE models SET locked = 1 WHERE id = ?")
+    sqlx::query("UPDATE models SET locked = 1 WHERE id = $1")
         .bind(&row.model_id)
         .execute(&mut **tx)
         .await?;
+    notify::announce(&mut *tx, &Notice::Queued).await?;
     append_event(tx, &row.id, "status", status_data).await
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<JobRow, Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM jobs WHERE id = ?")))
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM jobs WHERE id = $1")))
         .bind(id)
         .fetch_optional(&store.pool)
         .await?
@@ -269,18 +281,18 @@ impl SortKey {
 
     /// The SQL computing the key of a `jobs` row; `metric` comes from [`SORT_METRICS`], never from
     /// a client's text.
-    fn sql(self) -> String {
+    fn sql(self, backend: Backend) -> String {
         match self {
             SortKey::Created => "seq".into(),
             SortKey::Final(m) => format!(
-                "(SELECT CAST(json_extract(e.metrics, '$.{m}') AS REAL) FROM job_epochs e \
-                 WHERE e.job_id = jobs.id ORDER BY e.epoch DESC LIMIT 1)"
+                "(SELECT {v} FROM job_epochs e WHERE e.job_id = jobs.id ORDER BY e.epoch DESC LIMIT 1)",
+                v = backend.json_number("e.metrics", m)
             ),
             SortKey::Best(m) => {
                 let agg = if m.ends_with("accuracy") { "MAX" } else { "MIN" };
                 format!(
-                    "(SELECT {agg}(CAST(json_extract(e.metrics, '$.{m}') AS REAL)) FROM job_epochs e \
-                     WHERE e.job_id = jobs.id)"
+                    "(SELECT {agg}({v}) FROM job_epochs e WHERE e.job_id = jobs.id)",
+                    v = backend.json_number("e.metrics", m)
                 )
             }
         }
@@ -332,54 +344,45 @@ pub async fn list(
     after: Option<&str>,
 ) -> Result<Page<JobRow>, Error> {
     let order = format!("{} {}", sort.as_string(), if descending { "desc" } else { "asc" });
+    let backend = store.backend();
     let mut wheres = Vec::new();
     let mut binds = Vec::new();
+    // The next parameter's placeholder, `$1`, `$2`, ... in the order of `binds`.
+    let mut bind = |b: Bind| {
+        binds.push(b);
+        format!("${}", binds.len())
+    };
     if let Some(v) = &filter.status {
-        wheres.push("status = ?".to_string());
-        binds.push(Bind::Text(v.clone()));
+        wheres.push(format!("status = {}", bind(Bind::Text(v.clone()))));
     }
     if let Some(v) = &filter.model_id {
-        wheres.push("model_id = ?".into());
-        binds.push(Bind::Text(v.clone()));
+        wheres.push(format!("model_id = {}", bind(Bind::Text(v.clone()))));
     }
     if let Some(v) = &filter.dataset_id {
-        wheres.push("dataset_id = ?".into());
-        binds.push(Bind::Text(v.clone()));
+        wheres.push(format!("dataset_id = {}", bind(Bind::Text(v.clone()))));
     }
     if let Some(v) = &filter.name {
-        wheres.push("instr(lower(name), lower(?)) > 0".into());
-        binds.push(Bind::Text(v.clone()));
+        wheres.push(backend.contains_ci("name", &bind(Bind::Text(v.clone()))));
     }
     for (k, v) in &filter.tags {
+        let value = backend.json_text_at("jobs.tags", &bind(Bind::Text(k.clone())));
         match v {
-            Some(v) => {
-                wheres.push(
-                    "EXISTS (SELECT 1 FROM json_each(jobs.tags) t WHERE t.key = ? AND t.value = ?)".into(),
-                );
-                binds.push(Bind::Text(k.clone()));
-                binds.push(Bind::Text(v.clone()));
-            }
-            None => {
-                wheres.push("EXISTS (SELECT 1 FROM json_each(jobs.tags) t WHERE t.key = ?)".into());
-                binds.push(Bind::Text(k.clone()));
-            }
+            Some(v) => wheres.push(format!("{value} = {}", bind(Bind::Text(v.clone())))),
+            None => wheres.push(format!("{value} IS NOT NULL")),
         }
     }
     if let Some(v) = &filter.created_after {
-        wheres.push("julianday(created_at) >= julianday(?)".into());
-        binds.push(Bind::Text(v.clone()));
+        wheres.push(backend.time_cmp("created_at", ">=", &bind(Bind::Text(v.clone()))));
     }
     if let Some(v) = &filter.created_before {
-        wheres.push("julianday(created_at) < julianday(?)".into());
-        binds.push(Bind::Text(v.clone()));
+        wheres.push(backend.time_cmp("created_at", "<", &bind(Bind::Text(v.clone()))));
     }
     let (lt, dir) = if descending { ("<", "DESC") } else { (">", "ASC") };
-    let mut cursor_where = "1".to_string();
+    let mut cursor_where = "1 = 1".to_string();
     if let Some(after) = after {
         if sort == SortKey::Created {
             let seq = super::cursor_seq(store, super::Listed::Jobs, Some(after)).await?;
-            cursor_where = format!("sort_key {lt} ?");
-            binds.push(Bind::Int(seq));
+            cursor_where = format!("sort_key {lt} {}", bind(Bind::Int(seq)));
         } else {
             let c: MetricCursor = hex::decode(after)
                 .ok()
@@ -388,30 +391,28 @@ pub async fn list(
                 .ok_or(Error::NotFound("cursor"))?;
             match c.v {
                 Some(v) => {
+                    let (a, b, s) = (bind(Bind::Real(v)), bind(Bind::Real(v)), bind(Bind::Int(c.s)));
                     cursor_where = format!(
-                        "(sort_key IS NOT NULL AND (sort_key {lt} ? OR (sort_key = ? AND seq {lt} ?))) \
+                        "(sort_key IS NOT NULL AND (sort_key {lt} {a} OR (sort_key = {b} AND seq {lt} {s}))) \
                          OR sort_key IS NULL"
                     );
-                    binds.push(Bind::Real(v));
-                    binds.push(Bind::Real(v));
-                    binds.push(Bind::Int(c.s));
                 }
                 None => {
-                    cursor_where = format!("sort_key IS NULL AND seq {lt} ?");
-                    binds.push(Bind::Int(c.s));
+                    cursor_where = format!("sort_key IS NULL AND seq {lt} {}", bind(Bind::Int(c.s)));
                 }
             }
         }
     }
+    let limit_param = bind(Bind::Int(limit + 1));
     let filter_sql = if wheres.is_empty() {
-        "1".to_string()
+        "1 = 1".to_string()
     } else {
         wheres.join(" AND ")
     };
     let sql = format!(
-        "SELECT * FROM (SELECT {COLUMNS}, {key} AS sort_key FROM jobs WHERE {filter_sql}) \
-         WHERE {cursor_where} ORDER BY sort_key IS NULL, sort_key {dir}, seq {dir} LIMIT ?",
-        key = sort.sql()
+        "SELECT * FROM (SELECT {COLUMNS}, {key} AS sort_key FROM jobs WHERE {filter_sql}) AS listed \
+         WHERE {cursor_where} ORDER BY sort_key IS NULL, sort_key {dir}, seq {dir} LIMIT {limit_param}",
+        key = sort.sql(backend)
     );
     let mut q = sqlx::query(AssertSqlSafe(sql));
     for b in binds {
@@ -421,7 +422,7 @@ pub async fn list(
             Bind::Real(r) => q.bind(r),
         };
     }
-    let rows = q.bind(limit + 1).fetch_all(&store.pool).await?;
+    let rows = q.fetch_all(&store.pool).await?;
     let mut items = Vec::with_capacity(rows.len());
     let mut keys = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -462,8 +463,8 @@ pub struct Labels {
 /// caller reads again and reapplies its patch), `NotFound` when the job is gone.
 pub async fn set_labels(store: &Store, id: &str, old: &Labels, new: &Labels) -> Result<bool, Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET name = ?, tags = ?, notes = ?, updated_at = ? \
-         WHERE id = ? AND name IS ? AND tags = ? AND notes IS ?",
+        "UPDATE jobs SET name = $1, tags = $2, notes = $3, updated_at = $4 \
+         WHERE id = $5 AND name IS NOT DISTINCT FROM $6 AND tags = $7 AND notes IS NOT DISTINCT FROM $8",
     )
     .bind(&new.name)
     .bind(&new.tags)
@@ -482,20 +483,40 @@ pub async fn set_labels(store: &Store, id: &str, old: &Labels, new: &Labels) -> 
     Ok(false)
 }
 
-/// Atomically takes the oldest queued job and marks it running; `None` when the queue is empty.
-/// Also logs its `status` event.
+/// Who claims a job, and for how long the claim holds unless renewed.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// `<node>/<worker>`, recorded on the job while it runs.
+    pub worker: &'a str,
+    pub lease_ms: i64,
+}
+
+/// Atomically takes the oldest job that is queued, or running under a lease that expired (its
+/// worker died, froze or lost the database), and marks it running under a new claim: `attempts`
+/// goes up by one and is the claim's fencing token, which every later write for the job must name.
+/// `None` when there is nothing to take. Also logs its `status` event.
+///
+/// One statement on both databases; on PostgreSQL its subquery locks the row with
+/// `FOR UPDATE SKIP LOCKED`, so workers on any number of nodes never take the same job twice.
 pub async fn claim_next(
     store: &Store,
+    claimant: Claimant<'_>,
     status_data: impl Fn(&JobRow) -> String,
 ) -> Result<Option<(JobRow, EventRow)>, Error> {
+    let b = store.backend();
+    let (now, now_ms) = (b.now(), b.now_ms());
+    let claimable = format!("(status = 'queued' OR (status = 'running' AND lease_until_ms < {now_ms}))");
     // The clock is read inside the statement, so start times follow the claim order exactly.
     let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE jobs SET status = 'running', \
-         started_at = COALESCE(started_at, MAX(created_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))), \
-         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), attempts = attempts + 1 \
-         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
-         RETURNING {COLUMNS}"
+        "UPDATE jobs SET status = 'running', worker = $1, lease_until_ms = {now_ms} + $2, \
+         started_at = COALESCE(started_at, CASE WHEN created_at > {now} THEN created_at ELSE {now} END), \
+         updated_at = {now}, attempts = attempts + 1 \
+         WHERE id = (SELECT id FROM jobs WHERE {claimable} ORDER BY seq LIMIT 1{lock}) AND {claimable} \
+         RETURNING {COLUMNS}",
+        lock = b.claim_lock(),
     )))
+    .bind(claimant.worker)
+    .bind(claimant.lease_ms)
     .fetch_optional(&store.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -506,11 +527,33 @@ pub async fn claim_next(
     Ok(Some((job, ev)))
 }
 
-/// Puts every `running` job back in the queue (after a crash); they keep their seq, so they run
-/// first. Returns their ids.
+/// Extends the lease of the claim `attempt` on a running job. `Ok(Some(cancel_requested))` while
+/// the claim holds; `Ok(None)` when it does not any more (the job was taken over, or ended).
+pub async fn renew_lease(
+    store: &Store,
+    id: &str,
+    attempt: i64,
+    lease_ms: i64,
+) -> Result<Option<bool>, Error> {
+    let cancel: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "UPDATE jobs SET lease_until_ms = {} + $1 WHERE id = $2 AND attempts = $3 AND status = 'running' \
+         RETURNING cancel_requested",
+        store.backend().now_ms()
+    )))
+    .bind(lease_ms)
+    .bind(id)
+    .bind(attempt)
+    .fetch_optional(&store.pool)
+    .await?;
+    Ok(cancel.map(|c| c != 0))
+}
+
+/// Puts every `running` job back in the queue (a single node's restart after a crash); they keep
+/// their seq, so they run first. Returns their ids.
 pub async fn requeue_running(store: &Store) -> Result<Vec<String>, Error> {
     let ids = sqlx::query_scalar::<_, String>(
-        "UPDATE jobs SET status = 'queued', updated_at = ? WHERE status = 'running' RETURNING id",
+        "UPDATE jobs SET status = 'queued', lease_until_ms = NULL, updated_at = $1 \
+         WHERE status = 'running' RETURNING id",
     )
     .bind(now_rfc3339())
     .fetch_all(&store.pool)
@@ -518,15 +561,24 @@ pub async fn requeue_running(store: &Store) -> Result<Vec<String>, Error> {
     Ok(ids)
 }
 
-/// Puts one running job back in the queue (server shutdown), logging a `status` event.
-pub async fn requeue(store: &Store, id: &str, status_data: &str) -> Result<Option<EventRow>, Error> {
+/// Puts one running job back in the queue (its worker's node shuts down), logging a `status`
+/// event; `None` when the claim `attempt` is no longer current.
+pub async fn requeue(
+    store: &Store,
+    id: &str,
+    attempt: i64,
+    status_data: &str,
+) -> Result<Option<EventRow>, Error> {
     let mut tx = store.pool.begin().await?;
-    let done =
-        sqlx::query("UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'")
-            .bind(now_rfc3339())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'queued', lease_until_ms = NULL, updated_at = $1 \
+         WHERE id = $2 AND status = 'running' AND attempts = $3",
+    )
+    .bind(now_rfc3339())
+    .bind(id)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await?;
     let ev = if done.rows_affected() == 1 {
         Some(append_event(&mut tx, id, "status", status_data).await?)
     } else {
@@ -548,7 +600,7 @@ pub async fn cancel_queued(
     let now = now_rfc3339();
     let done = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', stop_reason = 'cancelled', cancel_requested = 1, \
-         finished_at = MAX(created_at, ?), updated_at = ? WHERE id = ? AND status = 'queued'",
+         finished_at = CASE WHEN created_at > $1 THEN created_at ELSE $1 END, updated_at = $2 WHERE id = $3 AND status = 'queued'",
     )
     .bind(&now)
     .bind(&now)
@@ -567,19 +619,30 @@ pub async fn cancel_queued(
 /// Records that a running job should stop; `false` if it is not running.
 pub async fn request_cancel(store: &Store, id: &str) -> Result<bool, Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+        "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'",
     )
     .bind(now_rfc3339())
     .bind(id)
     .execute(&store.pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let running = done.rows_affected() == 1;
+    if running {
+        // The worker's next lease renewal sees the request too; this only makes it sooner.
+        notify::announce_now(
+            store,
+            &Notice::Cancel {
+                job_id: id.to_string(),
+            },
+        )
+        .await?;
+    }
+    Ok(running)
 }
 
 /// Events of a job with `seq > after`, in order.
 pub async fn events_after(store: &Store, job_id: &str, after: i64) -> Result<Vec<EventRow>, Error> {
     let rows =
-        sqlx::query("SELECT seq, event, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq")
+        sqlx::query("SELECT seq, event, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq")
             .bind(job_id)
             .bind(after)
             .fetch_all(&store.pool)
@@ -598,7 +661,7 @@ pub async fn events_after(store: &Store, job_id: &str, after: i64) -> Result<Vec
 /// The seq of a job's last event (0 when none).
 pub async fn last_event_seq(store: &Store, job_id: &str) -> Result<i64, Error> {
     Ok(
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = $1")
             .bind(job_id)
             .fetch_one(&store.pool)
             .await?,
@@ -609,6 +672,8 @@ pub async fn last_event_seq(store: &Store, job_id: &str) -> Result<i64, Error> {
 #[derive(Debug, Clone)]
 pub struct EpochRecord<'a> {
     pub job_id: &'a str,
+    /// The writer's claim (see [`claim_next`]); the epoch is refused when it is not current.
+    pub attempt: i64,
     pub epoch: i64,
     /// JSON object of the metrics.
     pub metrics: &'a str,
@@ -632,8 +697,26 @@ pub struct EpochRecord<'a> {
 pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<EventRow>, Error> {
     let now = now_rfc3339();
     let mut tx = store.pool.begin().await?;
+    // First, and fenced: only the current claim may write, and on PostgreSQL the row stays locked
+    // until commit, so no other worker can take the job over in between.
+    let fenced = sqlx::query(
+        "UPDATE jobs SET epoch = $1, best_epoch = $2, batches_done = $3, batches_total = $4, updated_at = $5 \
+         WHERE id = $6 AND status = 'running' AND attempts = $7",
+    )
+    .bind(r.epoch)
+    .bind(r.job_best_epoch)
+    .bind(r.batches_total)
+    .bind(r.batches_total)
+    .bind(&now)
+    .bind(r.job_id)
+    .bind(r.attempt)
+    .execute(&mut *tx)
+    .await?;
+    if fenced.rows_affected() == 0 {
+        return Err(Error::StaleClaim(r.job_id.to_string()));
+    }
     sqlx::query(
-        "INSERT INTO job_epochs (job_id, epoch, metrics, duration_ms, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO job_epochs (job_id, epoch, metrics, duration_ms, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(r.job_id)
     .bind(r.epoch)
@@ -644,7 +727,7 @@ pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<Even
     .await
     .map_err(map_sqlx)?;
     let epoch_ev = append_event(&mut tx, r.job_id, "epoch", r.epoch_event).await?;
-    sqlx::query("INSERT INTO checkpoints (job_id, epoch, state, metrics, is_best, created_at) VALUES (?, ?, ?, ?, 0, ?)")
+    sqlx::query("INSERT INTO checkpoints (job_id, epoch, state, metrics, is_best, created_at) VALUES ($1, $2, $3, $4, 0, $5)")
         .bind(r.job_id)
         .bind(r.epoch)
         .bind(r.state)
@@ -654,28 +737,17 @@ pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<Even
         .await
         .map_err(map_sqlx)?;
     for e in r.delete {
-        sqlx::query("DELETE FROM checkpoints WHERE job_id = ? AND epoch = ?")
+        sqlx::query("DELETE FROM checkpoints WHERE job_id = $1 AND epoch = $2")
             .bind(r.job_id)
             .bind(e)
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("UPDATE checkpoints SET is_best = (epoch IS ?) WHERE job_id = ?")
+    sqlx::query("UPDATE checkpoints SET is_best = CASE WHEN epoch = $1 THEN 1 ELSE 0 END WHERE job_id = $2")
         .bind(r.best_epoch)
         .bind(r.job_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE jobs SET epoch = ?, best_epoch = ?, batches_done = ?, batches_total = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(r.epoch)
-    .bind(r.job_best_epoch)
-    .bind(r.batches_total)
-    .bind(r.batches_total)
-    .bind(&now)
-    .bind(r.job_id)
-    .execute(&mut *tx)
-    .await?;
     let ckpt_ev = append_event(&mut tx, r.job_id, "checkpoint", r.checkpoint_event).await?;
     tx.commit().await?;
     Ok(vec![epoch_ev, ckpt_ev])
@@ -684,7 +756,7 @@ pub async fn record_epoch(store: &Store, r: &EpochRecord<'_>) -> Result<Vec<Even
 /// The newest checkpoint of a job: its epoch and state bytes.
 pub async fn latest_checkpoint(store: &Store, job_id: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
     let row =
-        sqlx::query("SELECT epoch, state FROM checkpoints WHERE job_id = ? ORDER BY epoch DESC LIMIT 1")
+        sqlx::query("SELECT epoch, state FROM checkpoints WHERE job_id = $1 ORDER BY epoch DESC LIMIT 1")
             .bind(job_id)
             .fetch_optional(&store.pool)
             .await?;
@@ -697,7 +769,7 @@ pub async fn latest_checkpoint(store: &Store, job_id: &str) -> Result<Option<(i6
 /// A job's stored checkpoints, oldest first, without their state bytes.
 pub async fn list_checkpoints(store: &Store, job_id: &str) -> Result<Vec<CheckpointRow>, Error> {
     let rows = sqlx::query(
-        "SELECT epoch, metrics, is_best, created_at FROM checkpoints WHERE job_id = ? ORDER BY epoch",
+        "SELECT epoch, metrics, is_best, created_at FROM checkpoints WHERE job_id = $1 ORDER BY epoch",
     )
     .bind(job_id)
     .fetch_all(&store.pool)
@@ -717,7 +789,7 @@ pub async fn list_checkpoints(store: &Store, job_id: &str) -> Result<Vec<Checkpo
 /// Metrics of epochs `> since` (all with `since = -1`), in order.
 pub async fn epochs_since(store: &Store, job_id: &str, since: i64) -> Result<Vec<EpochRow>, Error> {
     let rows = sqlx::query(
-        "SELECT epoch, metrics, duration_ms FROM job_epochs WHERE job_id = ? AND epoch > ? ORDER BY epoch",
+        "SELECT epoch, metrics, duration_ms FROM job_epochs WHERE job_id = $1 AND epoch > $2 ORDER BY epoch",
     )
     .bind(job_id)
     .bind(since)
@@ -738,6 +810,8 @@ pub async fn epochs_since(store: &Store, job_id: &str, since: i64) -> Result<Vec
 #[derive(Debug, Clone)]
 pub struct Finish<'a> {
     pub job_id: &'a str,
+    /// The writer's claim; a job another worker took over is left alone.
+    pub attempt: i64,
     pub status: &'a str,
     pub stop_reason: &'a str,
     pub error: Option<&'a str>,
@@ -754,9 +828,10 @@ pub async fn finish(store: &Store, f: &Finish<'_>) -> Result<Option<Vec<EventRow
     let now = now_rfc3339();
     let mut tx = store.pool.begin().await?;
     let done = sqlx::query(
-        "UPDATE jobs SET status = ?, stop_reason = ?, error = ?, best_epoch = COALESCE(?, best_epoch), \
-         saved_model_id = ?, finished_at = MAX(COALESCE(started_at, created_at), ?), updated_at = ? \
-         WHERE id = ? AND status = 'running'",
+        "UPDATE jobs SET status = $1, stop_reason = $2, error = $3, best_epoch = COALESCE($4, best_epoch), \
+         saved_model_id = $5, finished_at = CASE WHEN COALESCE(started_at, created_at) > $6 \
+         THEN COALESCE(started_at, created_at) ELSE $6 END, updated_at = $7, lease_until_ms = NULL \
+         WHERE id = $8 AND status = 'running' AND attempts = $9",
     )
     .bind(f.status)
     .bind(f.stop_reason)
@@ -766,6 +841,7 @@ pub async fn finish(store: &Store, f: &Finish<'_>) -> Result<Option<Vec<EventRow
     .bind(&now)
     .bind(&now)
     .bind(f.job_id)
+    .bind(f.attempt)
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -795,7 +871,7 @@ pub async fn delete(store: &Store, id: &str, with_saved_models: bool) -> Result<
     let mut tx = store.pool.begin().await?;
     // The first statement writes, so the transaction holds the write lock from the start.
     let done =
-        sqlx::query("DELETE FROM jobs WHERE id = ? AND status IN ('succeeded', 'failed', 'cancelled')")
+        sqlx::query("DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled')")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -810,17 +886,20 @@ pub async fn delete(store: &Store, id: &str, with_saved_models: bool) -> Result<
     let mut deleted = Deleted::default();
     if with_saved_models {
         let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM saved_models WHERE job_id = ? ORDER BY seq")
+            sqlx::query_scalar("SELECT id FROM saved_models WHERE job_id = $1 ORDER BY seq")
                 .bind(id)
                 .fetch_all(&mut *tx)
                 .await?;
         for sm in &ids {
-            saved_models::check_unused(&mut tx, sm).await?;
+            saved_models::check_unused(&mut tx, store.backend(), sm).await?;
         }
-        sqlx::query("DELETE FROM saved_models WHERE job_id = ?")
+        sqlx::query("DELETE FROM saved_models WHERE job_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        for sm in &ids {
+            notify::announce(&mut tx, &Notice::SavedModelDeleted { id: sm.clone() }).await?;
+        }
         deleted.saved_models = ids;
     }
     tx.commit().await?;

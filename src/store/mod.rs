@@ -1,4 +1,5 @@
-//! All SQL and on-disk storage: the SQLite pool, migrations, and dataset array files.
+//! All SQL and on-disk storage: the database pool (SQLite or PostgreSQL, see [`backend`]),
+//! migrations, and dataset array files.
 //!
 //! Layout: the database file `<dir>/<stem>.db` and, next to it, `<dir>/<stem>-data/` holding one
 //! directory of `.npy` arrays per dataset (`datasets/<id>/`), written under a temporary name and
@@ -6,26 +7,26 @@
 
 pub mod aliases;
 pub mod arrays;
+pub mod backend;
 pub mod cache;
 pub mod datasets;
 pub mod jobs;
 pub mod lock;
 pub mod models;
+pub mod notify;
 pub mod saved_models;
 pub mod searches;
+pub mod shared_files;
 pub mod sweep;
 pub mod tokens;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::AnyPool;
+
+pub use backend::{Backend, Db};
 
 /// Storage failures; the HTTP layer maps them to problems.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("stored array is unreadable: {0}")]
     Corrupt(String),
+    /// A worker wrote for a job whose claim (lease) it no longer holds: another worker took the job
+    /// over after the lease expired. Nothing was written.
+    #[error("the claim on job {0:?} passed to another worker")]
+    StaleClaim(String),
     /// Another server holds the database's lock.
     #[error(
         "another fitd process{} is serving the database {}; stop it, or give this one another --db",
@@ -54,7 +59,8 @@ pub enum Error {
 /// The database pool plus the directory holding dataset arrays; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
+    backend: Backend,
     data_dir: Arc<PathBuf>,
     /// Decoded datasets shared by the jobs that read them.
     dataset_cache: Arc<cache::DatasetCache>,
@@ -63,42 +69,56 @@ pub struct Store {
 /// The dataset cache's budget until the server sets its own (`--dataset-cache-bytes`).
 pub const DEFAULT_DATASET_CACHE_BYTES: u64 = 1 << 30;
 
+/// The data directory of a SQLite database: `<dir>/<stem>-data` next to the file.
+pub fn sqlite_data_dir(db_path: &Path) -> PathBuf {
+    let stem = db_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "fitd".into());
+    db_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{stem}-data"))
+}
+
+/// The data directory a node uses when none is given: next to a SQLite file, `./fitd-data` with
+/// PostgreSQL.
+pub fn default_data_dir(db: &Db) -> PathBuf {
+    match db {
+        Db::Sqlite(p) => sqlite_data_dir(p),
+        Db::Postgres(_) => PathBuf::from("./fitd-data"),
+    }
+}
+
 impl Store {
-    /// Opens (creating if missing) the database in WAL mode and applies pending migrations.
-    pub async fn open(db_path: &Path) -> Result<Store, Error> {
-        if let Some(parent) = db_path.parent()
+    /// Opens (creating if missing) the database and applies pending migrations; file storage goes
+    /// to `data_dir` (by default [`default_data_dir`]).
+    pub async fn open(db: &Db, data_dir: Option<&Path>) -> Result<Store, Error> {
+        if let Db::Sqlite(db_path) = db
+            && let Some(parent) = db_path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent)?;
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", db_path.display()))?
-            .create_if_missing(true)
-            // Set before the first table of a new database exists; migration 0005 converts older ones.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let stem = db_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "fitd".into());
-        let dir = db_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(format!("{stem}-data"));
+        let pool = backend::connect(db).await?;
+        match db.backend() {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        let dir = data_dir.map_or_else(|| default_data_dir(db), Path::to_path_buf);
         std::fs::create_dir_all(dir.join("datasets"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         Ok(Store {
             pool,
+            backend: db.backend(),
             data_dir: Arc::new(dir),
             dataset_cache: Arc::new(cache::DatasetCache::new(DEFAULT_DATASET_CACHE_BYTES)),
         })
+    }
+
+    /// The SQL dialect of the database.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// `<db stem>-data/`, the root of file storage.
@@ -170,10 +190,10 @@ pub enum Listed {
 pub async fn cursor_seq(store: &Store, table: Listed, after: Option<&str>) -> Result<i64, Error> {
     let Some(id) = after else { return Ok(0) };
     let sql = match table {
-        Listed::Datasets => "SELECT seq FROM datasets WHERE id = ?",
-        Listed::Models => "SELECT seq FROM models WHERE id = ?",
-        Listed::Jobs => "SELECT seq FROM jobs WHERE id = ?",
-        Listed::SavedModels => "SELECT seq FROM saved_models WHERE id = ?",
+        Listed::Datasets => "SELECT seq FROM datasets WHERE id = $1",
+        Listed::Models => "SELECT seq FROM models WHERE id = $1",
+        Listed::Jobs => "SELECT seq FROM jobs WHERE id = $1",
+        Listed::SavedModels => "SELECT seq FROM saved_models WHERE id = $1",
     };
     sqlx::query_scalar::<_, i64>(sql)
         .bind(id)
@@ -199,6 +219,10 @@ impl<T> Page<T> {
 /// Returns the pages freed by deletions to the file system (`PRAGMA incremental_vacuum`); the
 /// file itself shrinks at the next WAL checkpoint. A failure only leaves the space unreclaimed.
 pub async fn reclaim_space(store: &Store) {
+    if store.backend == Backend::Postgres {
+        // PostgreSQL's autovacuum reuses the space.
+        return;
+    }
     if let Err(e) = sqlx::query("PRAGMA incremental_vacuum")
         .execute(&store.pool)
         .await

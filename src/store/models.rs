@@ -16,7 +16,7 @@ pub struct ModelRow {
     pub updated_at: String,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRow, sqlx::Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<ModelRow, sqlx::Error> {
     Ok(ModelRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -34,10 +34,10 @@ pub async fn insert(store: &Store, row: &ModelRow) -> Result<(), Error> {
 /// [`insert`] on any executor, so it can share a transaction with the rows that depend on it.
 pub async fn insert_with<'e, E>(executor: E, row: &ModelRow) -> Result<(), Error>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     sqlx::query(
-        "INSERT INTO models (id, name, spec, locked, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO models (id, name, spec, locked, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&row.id)
     .bind(&row.name)
@@ -52,7 +52,7 @@ where
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<ModelRow, Error> {
-    let row = sqlx::query("SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE id = ?")
+    let row = sqlx::query("SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE id = $1")
         .bind(id)
         .fetch_optional(&store.pool)
         .await?
@@ -64,7 +64,7 @@ pub async fn get(store: &Store, id: &str) -> Result<ModelRow, Error> {
 pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<ModelRow>, Error> {
     let after_seq = super::cursor_seq(store, super::Listed::Models, after).await?;
     let rows = sqlx::query(
-        "SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE seq > ? ORDER BY seq LIMIT ?",
+        "SELECT id, name, spec, locked, created_at, updated_at FROM models WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
         .bind(after_seq)
         .bind(limit + 1)
@@ -79,8 +79,8 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
     // queued between the checks and the delete.
     let mut tx = store.pool.begin().await?;
     let done = sqlx::query(
-        "DELETE FROM models WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM jobs \
-         WHERE (model_id = ?1) AND (status IN ('queued', 'running') OR NOT ?2))",
+        "DELETE FROM models WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE (model_id = $1) AND (status IN ('queued', 'running') OR NOT $2))",
     )
     .bind(id)
     .bind(cascade)
@@ -91,7 +91,7 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
         drop(tx);
         get(store, id).await?;
         let unfinished: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE (model_id = ?1) AND status IN ('queued', 'running') ORDER BY seq",
+            "SELECT id FROM jobs WHERE (model_id = $1) AND status IN ('queued', 'running') ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&store.pool)
@@ -103,11 +103,11 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
             )));
         }
         let used: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE (model_id = ?1) ORDER BY seq LIMIT 5")
+            sqlx::query_scalar("SELECT id FROM jobs WHERE (model_id = $1) ORDER BY seq LIMIT 5")
                 .bind(id)
                 .fetch_all(&store.pool)
                 .await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE model_id = ?1")
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE model_id = $1")
             .bind(id)
             .fetch_one(&store.pool)
             .await?;
@@ -118,7 +118,7 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
         )));
     }
     if cascade {
-        sqlx::query("DELETE FROM jobs WHERE model_id = ?1")
+        sqlx::query("DELETE FROM jobs WHERE model_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -131,14 +131,15 @@ pub async fn delete(store: &Store, id: &str, cascade: bool) -> Result<(), Error>
 /// Replaces the spec of an unlocked model, only if it still equals `old_spec`, so two concurrent
 /// appends cannot silently drop one another and nothing changes after a job locked the model.
 pub async fn update_spec(store: &Store, id: &str, old_spec: &str, new_spec: &str) -> Result<(), Error> {
-    let done =
-        sqlx::query("UPDATE models SET spec = ?, updated_at = ? WHERE id = ? AND locked = 0 AND spec = ?")
-            .bind(new_spec)
-            .bind(super::now_rfc3339())
-            .bind(id)
-            .bind(old_spec)
-            .execute(&store.pool)
-            .await?;
+    let done = sqlx::query(
+        "UPDATE models SET spec = $1, updated_at = $2 WHERE id = $3 AND locked = 0 AND spec = $4",
+    )
+    .bind(new_spec)
+    .bind(super::now_rfc3339())
+    .bind(id)
+    .bind(old_spec)
+    .execute(&store.pool)
+    .await?;
     if done.rows_affected() == 1 {
         return Ok(());
     }
@@ -156,7 +157,7 @@ pub async fn update_spec(store: &Store, id: &str, old_spec: &str, new_spec: &str
 
 /// Freezes a model's spec; called when a training job starts using it.
 pub async fn lock(store: &Store, id: &str) -> Result<(), Error> {
-    let done = sqlx::query("UPDATE models SET locked = 1 WHERE id = ?")
+    let done = sqlx::query("UPDATE models SET locked = 1 WHERE id = $1")
         .bind(id)
         .execute(&store.pool)
         .await?;

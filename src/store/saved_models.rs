@@ -62,7 +62,7 @@ pub struct SavedModelRow {
     pub created_at: String,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelRow, Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<SavedModelRow, Error> {
     let source: String = r.try_get("source")?;
     Ok(SavedModelRow {
         id: r.try_get("id")?,
@@ -83,11 +83,11 @@ const COLUMNS: &str = "id, model_id, job_id, epoch, source, metrics, spec, weigh
 /// Inserts a saved model on any executor (the pool or an open transaction).
 pub async fn insert_with<'e, E>(executor: E, row: &SavedModelRow) -> Result<(), Error>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     sqlx::query(
         "INSERT INTO saved_models (id, model_id, job_id, epoch, source, metrics, spec, weights, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&row.id)
     .bind(&row.model_id)
@@ -110,7 +110,7 @@ pub async fn insert(store: &Store, row: &SavedModelRow) -> Result<(), Error> {
 
 pub async fn get(store: &Store, id: &str) -> Result<SavedModelRow, Error> {
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM saved_models WHERE id = ?"
+        "SELECT {COLUMNS} FROM saved_models WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(&store.pool)
@@ -147,7 +147,7 @@ pub struct SavedModelInfo {
     pub created_at: String,
 }
 
-fn info_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelInfo, Error> {
+fn info_from_row(r: &sqlx::any::AnyRow) -> Result<SavedModelInfo, Error> {
     let source: String = r.try_get("source")?;
     Ok(SavedModelInfo {
         id: r.try_get("id")?,
@@ -166,7 +166,7 @@ fn info_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SavedModelInfo, Error> {
 pub async fn get_info(store: &Store, id: &str) -> Result<SavedModelInfo, Error> {
     let row = sqlx::query(
         "SELECT id, model_id, job_id, epoch, source, metrics, spec, length(weights) AS size_bytes, created_at \
-         FROM saved_models WHERE id = ?",
+         FROM saved_models WHERE id = $1",
     )
         .bind(id)
         .fetch_optional(&store.pool)
@@ -187,8 +187,8 @@ pub async fn list(
     let after_seq = super::cursor_seq(store, super::Listed::SavedModels, after).await?;
     let rows = sqlx::query(
         "SELECT id, model_id, job_id, epoch, source, metrics, spec, length(weights) AS size_bytes, created_at \
-         FROM saved_models WHERE seq > ? AND (? IS NULL OR model_id = ?) AND (? IS NULL OR job_id = ?) \
-         ORDER BY seq LIMIT ?",
+         FROM saved_models WHERE seq > $1 AND ($2 IS NULL OR model_id = $3) AND ($4 IS NULL OR job_id = $5) \
+         ORDER BY seq LIMIT $6",
     )
     .bind(after_seq)
     .bind(model_id)
@@ -206,28 +206,35 @@ pub async fn list(
 /// training from it (`initial_weights`); the checks and the delete are one statement, so neither can
 /// slip in between.
 pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
-    let done = sqlx::query(
-        "DELETE FROM saved_models WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM jobs \
-         WHERE status IN ('queued', 'running') AND json_extract(request, '$.initial_weights') = ?1) \
-         AND NOT EXISTS (SELECT 1 FROM aliases WHERE saved_model_id = ?1)",
-    )
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM saved_models WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobs \
+         WHERE status IN ('queued', 'running') AND {initial} = $1) \
+         AND NOT EXISTS (SELECT 1 FROM aliases WHERE saved_model_id = $1)",
+        initial = store.backend().json_text("request", "initial_weights")
+    )))
     .bind(id)
     .execute(&store.pool)
     .await
     .map_err(map_sqlx)?;
     if done.rows_affected() == 1 {
+        let gone = super::notify::Notice::SavedModelDeleted { id: id.to_string() };
+        super::notify::announce_now(store, &gone).await?;
         return Ok(());
     }
     let mut tx = store.pool.begin().await?;
-    check_unused(&mut tx, id).await?;
+    check_unused(&mut tx, store.backend(), id).await?;
     Err(Error::NotFound("saved model"))
 }
 
 /// Refuses (`Conflict`) to delete a saved model an alias points at or a queued or running job
 /// starts from; inside the deleting transaction, so neither can appear in between.
-pub async fn check_unused(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: &str) -> Result<(), Error> {
+pub async fn check_unused(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    id: &str,
+) -> Result<(), Error> {
     let alias: Option<String> =
-        sqlx::query_scalar("SELECT name FROM aliases WHERE saved_model_id = ? ORDER BY name LIMIT 1")
+        sqlx::query_scalar("SELECT name FROM aliases WHERE saved_model_id = $1 ORDER BY name LIMIT 1")
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?;
@@ -236,10 +243,10 @@ pub async fn check_unused(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: &str
             "saved model {id:?} is the target of alias {alias:?}; move or delete the alias first"
         )));
     }
-    let job: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE status IN ('queued', 'running') \
-         AND json_extract(request, '$.initial_weights') = ? ORDER BY seq LIMIT 1",
-    )
+    let job: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM jobs WHERE status IN ('queued', 'running') AND {initial} = $1 ORDER BY seq LIMIT 1",
+        initial = backend.json_text("request", "initial_weights")
+    )))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
@@ -259,7 +266,7 @@ pub struct JobRef {
 }
 
 pub async fn job_ref(store: &Store, job_id: &str) -> Result<JobRef, Error> {
-    let row = sqlx::query("SELECT model_id, status FROM jobs WHERE id = ?")
+    let row = sqlx::query("SELECT model_id, status FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_optional(&store.pool)
         .await?
@@ -272,7 +279,7 @@ pub async fn job_ref(store: &Store, job_id: &str) -> Result<JobRef, Error> {
 
 /// The training state and metrics JSON of a job's checkpoint at `epoch`.
 pub async fn checkpoint_state(store: &Store, job_id: &str, epoch: i64) -> Result<(Vec<u8>, String), Error> {
-    let row = sqlx::query("SELECT state, metrics FROM checkpoints WHERE job_id = ? AND epoch = ?")
+    let row = sqlx::query("SELECT state, metrics FROM checkpoints WHERE job_id = $1 AND epoch = $2")
         .bind(job_id)
         .bind(epoch)
         .fetch_optional(&store.pool)
@@ -284,7 +291,7 @@ pub async fn checkpoint_state(store: &Store, job_id: &str, epoch: i64) -> Result
 /// Epochs of a job that have a stored checkpoint, ascending.
 pub async fn checkpoint_epochs(store: &Store, job_id: &str) -> Result<Vec<i64>, Error> {
     Ok(
-        sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE job_id = ? ORDER BY epoch")
+        sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE job_id = $1 ORDER BY epoch")
             .bind(job_id)
             .fetch_all(&store.pool)
             .await?,

@@ -1,7 +1,7 @@
 //! SQL for hyperparameter searches: `searches`, their trials (each a job), the ASHA decisions
 //! taken at rungs, and the search's SSE event log.
 
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use super::jobs::EventRow;
 use super::{Error, Page, Store, map_sqlx, now_rfc3339};
@@ -32,7 +32,7 @@ pub struct SearchRow {
 const COLUMNS: &str = "seq, id, status, request, base_job, base_model_id, base_model_name, base_model_spec, \
      trial_count, cancel_requested, created_at, finished_at, updated_at";
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SearchRow, sqlx::Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<SearchRow, sqlx::Error> {
     Ok(SearchRow {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
@@ -81,7 +81,7 @@ const TRIAL_COLUMNS: &str = "t.search_id, t.trial, t.job_id, t.params, t.objecti
      t.stopped_rung, t.promoted_rung, t.finished, t.error, t.created_at, j.status AS job_status, \
      j.epoch AS job_epoch, j.saved_model_id, j.error AS job_error";
 
-fn trial_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TrialRow, sqlx::Error> {
+fn trial_from_row(r: &sqlx::any::AnyRow) -> Result<TrialRow, sqlx::Error> {
     Ok(TrialRow {
         search_id: r.try_get("search_id")?,
         trial: r.try_get("trial")?,
@@ -104,7 +104,7 @@ fn trial_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TrialRow, sqlx::Error> 
 pub async fn insert(store: &Store, row: &SearchRow) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO searches (id, status, request, base_job, base_model_id, base_model_name, base_model_spec, \
-         trial_count, cancel_requested, created_at, updated_at) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+         trial_count, cancel_requested, created_at, updated_at) VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, 0, $8, $9)",
     )
     .bind(&row.id)
     .bind(&row.request)
@@ -123,7 +123,7 @@ pub async fn insert(store: &Store, row: &SearchRow) -> Result<(), Error> {
 
 pub async fn get(store: &Store, id: &str) -> Result<SearchRow, Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM searches WHERE id = ?"
+        "SELECT {COLUMNS} FROM searches WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(&store.pool)
@@ -136,14 +136,14 @@ pub async fn get(store: &Store, id: &str) -> Result<SearchRow, Error> {
 pub async fn list(store: &Store, limit: i64, after: Option<&str>) -> Result<Page<SearchRow>, Error> {
     let after_seq = match after {
         None => 0,
-        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM searches WHERE id = ?")
+        Some(id) => sqlx::query_scalar::<_, i64>("SELECT seq FROM searches WHERE id = $1")
             .bind(id)
             .fetch_optional(&store.pool)
             .await?
             .ok_or(Error::NotFound("cursor"))?,
     };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM searches WHERE seq > ? ORDER BY seq LIMIT ?"
+        "SELECT {COLUMNS} FROM searches WHERE seq > $1 ORDER BY seq LIMIT $2"
     )))
     .bind(after_seq)
     .bind(limit + 1)
@@ -166,7 +166,7 @@ pub async fn running_ids(store: &Store) -> Result<Vec<String>, Error> {
 pub async fn trials(store: &Store, search_id: &str) -> Result<Vec<TrialRow>, Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {TRIAL_COLUMNS} FROM search_trials t LEFT JOIN jobs j ON j.id = t.job_id \
-         WHERE t.search_id = ? ORDER BY t.trial"
+         WHERE t.search_id = $1 ORDER BY t.trial"
     )))
     .bind(search_id)
     .fetch_all(&store.pool)
@@ -177,7 +177,7 @@ pub async fn trials(store: &Store, search_id: &str) -> Result<Vec<TrialRow>, Err
 /// The trial a job runs, if it is one.
 pub async fn trial_of_job(store: &Store, job_id: &str) -> Result<Option<TrialRow>, Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {TRIAL_COLUMNS} FROM search_trials t LEFT JOIN jobs j ON j.id = t.job_id WHERE t.job_id = ?"
+        "SELECT {TRIAL_COLUMNS} FROM search_trials t LEFT JOIN jobs j ON j.id = t.job_id WHERE t.job_id = $1"
     )))
     .bind(job_id)
     .fetch_optional(&store.pool)
@@ -188,7 +188,7 @@ pub async fn trial_of_job(store: &Store, job_id: &str) -> Result<Option<TrialRow
 /// Adds a trial inside `tx` (with its model and job, inserted by the caller in the same
 /// transaction).
 pub async fn insert_trial(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     search_id: &str,
     trial: i64,
     job_id: Option<&str>,
@@ -197,7 +197,7 @@ pub async fn insert_trial(
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO search_trials (search_id, trial, job_id, params, finished, error, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
     )
     .bind(search_id)
     .bind(trial)
@@ -221,7 +221,7 @@ pub async fn set_objective(
     epoch: Option<i64>,
 ) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE search_trials SET objective = ?, objective_epoch = ?, updated_at = ? WHERE search_id = ? AND trial = ?",
+        "UPDATE search_trials SET objective = $1, objective_epoch = $2, updated_at = $3 WHERE search_id = $4 AND trial = $5",
     )
     .bind(objective)
     .bind(epoch)
@@ -241,7 +241,7 @@ pub async fn finish_trial(
     event_data: &str,
 ) -> Result<EventRow, Error> {
     let mut tx = store.pool.begin().await?;
-    sqlx::query("UPDATE search_trials SET finished = 1, updated_at = ? WHERE search_id = ? AND trial = ?")
+    sqlx::query("UPDATE search_trials SET finished = 1, updated_at = $1 WHERE search_id = $2 AND trial = $3")
         .bind(now_rfc3339())
         .bind(search_id)
         .bind(trial)
@@ -259,7 +259,7 @@ pub async fn rung_decisions(
     rung: i64,
 ) -> Result<Vec<(i64, f64, String)>, Error> {
     let rows = sqlx::query(
-        "SELECT trial, value, decision FROM search_decisions WHERE search_id = ? AND rung = ? ORDER BY seq",
+        "SELECT trial, value, decision FROM search_decisions WHERE search_id = $1 AND rung = $2 ORDER BY seq",
     )
     .bind(search_id)
     .bind(rung)
@@ -289,7 +289,7 @@ pub async fn record_decision(
 ) -> Result<EventRow, Error> {
     let mut tx = store.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO search_decisions (search_id, trial, rung, value, decision, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO search_decisions (search_id, trial, rung, value, decision, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(search_id)
     .bind(trial)
@@ -302,7 +302,7 @@ pub async fn record_decision(
     .map_err(map_sqlx)?;
     let column = if promote { "promoted_rung" } else { "stopped_rung" };
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE search_trials SET {column} = ?, updated_at = ? WHERE search_id = ? AND trial = ?"
+        "UPDATE search_trials SET {column} = $1, updated_at = $2 WHERE search_id = $3 AND trial = $4"
     )))
     .bind(rung)
     .bind(now_rfc3339())
@@ -330,7 +330,7 @@ pub async fn finish(
     let mut tx = store.pool.begin().await?;
     let now = now_rfc3339();
     let done = sqlx::query(
-        "UPDATE searches SET status = ?, finished_at = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+        "UPDATE searches SET status = $1, finished_at = $2, updated_at = $3 WHERE id = $4 AND status = 'running'",
     )
     .bind(status)
     .bind(&now)
@@ -349,7 +349,7 @@ pub async fn finish(
 /// Records that a search should stop; `false` if it is not running.
 pub async fn request_cancel(store: &Store, id: &str) -> Result<bool, Error> {
     let done = sqlx::query(
-        "UPDATE searches SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+        "UPDATE searches SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'",
     )
     .bind(now_rfc3339())
     .bind(id)
@@ -360,27 +360,64 @@ pub async fn request_cancel(store: &Store, id: &str) -> Result<bool, Error> {
 
 /// Appends an event to a search's log inside `tx`, numbering it after the last one.
 pub async fn append_event(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     search_id: &str,
     event: &str,
     data: &str,
 ) -> Result<EventRow, Error> {
+    // The counter's row lock orders concurrent writers, so no two events get the same seq.
     let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO search_events (search_id, seq, event, data, created_at) \
-         SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM search_events WHERE search_id = ? RETURNING seq",
+        "UPDATE searches SET last_event_seq = last_event_seq + 1 WHERE id = $1 RETURNING last_event_seq",
     )
     .bind(search_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::NotFound("search"))?;
+    sqlx::query(
+        "INSERT INTO search_events (search_id, seq, event, data, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(search_id)
+    .bind(seq)
     .bind(event)
     .bind(data)
     .bind(now_rfc3339())
-    .bind(search_id)
-    .fetch_one(&mut **tx)
+    .execute(&mut **tx)
     .await?;
+    let key = crate::jobs::search::hub_key(search_id);
+    super::notify::announce(&mut *tx, &super::notify::Notice::Event { key, seq }).await?;
     Ok(EventRow {
         seq,
         event: event.to_string(),
         data: data.to_string(),
     })
+}
+
+/// Held while a process reconciles a search (records ended trials, queues the next): on
+/// PostgreSQL a transaction-scoped advisory lock on the search, so the nodes of a cluster take
+/// turns and never create a trial twice; dropping it rolls the empty transaction back and frees the
+/// lock. On SQLite one process owns the database and its own lock suffices.
+pub struct ReconcileLock(#[allow(dead_code)] Option<Transaction<'static, Any>>);
+
+pub async fn lock_reconcile(store: &Store, search_id: &str) -> Result<ReconcileLock, Error> {
+    if store.backend() != super::Backend::Postgres {
+        return Ok(ReconcileLock(None));
+    }
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
+        .bind(search_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(ReconcileLock(Some(tx)))
+}
+
+/// The seq of a search's last event (0 when none).
+pub async fn last_event_seq(store: &Store, search_id: &str) -> Result<i64, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM search_events WHERE search_id = $1")
+            .bind(search_id)
+            .fetch_one(&store.pool)
+            .await?,
+    )
 }
 
 /// Appends one event on its own.
@@ -394,7 +431,7 @@ pub async fn add_event(store: &Store, search_id: &str, event: &str, data: &str) 
 /// Events of a search with `seq > after`, in order.
 pub async fn events_after(store: &Store, search_id: &str, after: i64) -> Result<Vec<EventRow>, Error> {
     let rows = sqlx::query(
-        "SELECT seq, event, data FROM search_events WHERE search_id = ? AND seq > ? ORDER BY seq",
+        "SELECT seq, event, data FROM search_events WHERE search_id = $1 AND seq > $2 ORDER BY seq",
     )
     .bind(search_id)
     .bind(after)

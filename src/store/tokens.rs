@@ -16,7 +16,7 @@ pub struct TokenRow {
     pub revoked_at: Option<String>,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRow, sqlx::Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -29,7 +29,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRow, sqlx::Error> {
 
 pub async fn insert(store: &Store, row: &TokenRow, token_hash: &str) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO api_tokens (id, name, scopes, token_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_tokens (id, name, scopes, token_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&row.id)
     .bind(&row.name)
@@ -54,7 +54,7 @@ pub async fn list(store: &Store) -> Result<Vec<TokenRow>, Error> {
 
 pub async fn get(store: &Store, id: &str) -> Result<TokenRow, Error> {
     let row =
-        sqlx::query("SELECT id, name, scopes, prefix, created_at, revoked_at FROM api_tokens WHERE id = ?")
+        sqlx::query("SELECT id, name, scopes, prefix, created_at, revoked_at FROM api_tokens WHERE id = $1")
             .bind(id)
             .fetch_optional(&store.pool)
             .await?
@@ -66,7 +66,7 @@ pub async fn get(store: &Store, id: &str) -> Result<TokenRow, Error> {
 pub async fn find_live_by_hash(store: &Store, token_hash: &str) -> Result<Option<(TokenRow, String)>, Error> {
     let row = sqlx::query(
         "SELECT id, name, scopes, prefix, created_at, revoked_at, token_hash FROM api_tokens \
-         WHERE token_hash = ? AND revoked_at IS NULL",
+         WHERE token_hash = $1 AND revoked_at IS NULL",
     )
     .bind(token_hash)
     .fetch_optional(&store.pool)
@@ -79,19 +79,19 @@ pub async fn find_live_by_hash(store: &Store, token_hash: &str) -> Result<Option
 
 /// Whether a token with this hash was ever registered (revoked or not).
 pub async fn hash_exists(store: &Store, token_hash: &str) -> Result<bool, Error> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT EXISTS(SELECT 1 FROM api_tokens WHERE token_hash = ?)")
-            .bind(token_hash)
-            .fetch_one(&store.pool)
-            .await?
-            != 0,
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens WHERE token_hash = $1 LIMIT 1) AS t",
     )
+    .bind(token_hash)
+    .fetch_one(&store.pool)
+    .await?
+        != 0)
 }
 
 /// Whether any token was ever created; from then on authentication is enforced.
 pub async fn any(store: &Store) -> Result<bool, Error> {
     Ok(
-        sqlx::query_scalar::<_, i64>("SELECT EXISTS(SELECT 1 FROM api_tokens)")
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM (SELECT 1 FROM api_tokens LIMIT 1) AS t")
             .fetch_one(&store.pool)
             .await?
             != 0,
@@ -100,7 +100,7 @@ pub async fn any(store: &Store) -> Result<bool, Error> {
 
 /// Marks a token revoked; revoking a revoked token changes nothing. `NotFound` for an unknown id.
 pub async fn revoke(store: &Store, id: &str, now: &str) -> Result<TokenRow, Error> {
-    sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+    sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(id)
         .execute(&store.pool)

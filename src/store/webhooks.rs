@@ -1,6 +1,6 @@
 //! SQL for webhooks: subscriptions and the outbox of their deliveries.
 
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use super::{Error, Store, now_rfc3339};
 
@@ -15,7 +15,7 @@ pub struct WebhookRow {
     pub created_at: String,
 }
 
-fn hook_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookRow, sqlx::Error> {
+fn hook_from_row(r: &sqlx::any::AnyRow) -> Result<WebhookRow, sqlx::Error> {
     Ok(WebhookRow {
         id: r.try_get("id")?,
         url: r.try_get("url")?,
@@ -41,7 +41,7 @@ pub struct DeliveryRow {
     pub delivered_at: Option<String>,
 }
 
-fn delivery_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
+fn delivery_from_row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, sqlx::Error> {
     Ok(DeliveryRow {
         id: r.try_get("id")?,
         webhook_id: r.try_get("webhook_id")?,
@@ -61,7 +61,7 @@ const DELIVERY_COLUMNS: &str = "id, webhook_id, event, payload, status, attempts
      last_error, created_at, delivered_at";
 
 pub async fn insert(store: &Store, row: &WebhookRow) -> Result<(), Error> {
-    sqlx::query("INSERT INTO webhooks (id, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO webhooks (id, url, events, secret, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&row.id)
         .bind(&row.url)
         .bind(&row.events)
@@ -73,7 +73,7 @@ pub async fn insert(store: &Store, row: &WebhookRow) -> Result<(), Error> {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<WebhookRow, Error> {
-    let row = sqlx::query("SELECT id, url, events, secret, created_at FROM webhooks WHERE id = ?")
+    let row = sqlx::query("SELECT id, url, events, secret, created_at FROM webhooks WHERE id = $1")
         .bind(id)
         .fetch_optional(&store.pool)
         .await?
@@ -90,7 +90,7 @@ pub async fn list(store: &Store) -> Result<Vec<WebhookRow>, Error> {
 
 /// Deletes a subscription and its deliveries.
 pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
-    let done = sqlx::query("DELETE FROM webhooks WHERE id = ?")
+    let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
         .bind(id)
         .execute(&store.pool)
         .await?;
@@ -103,24 +103,43 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), Error> {
 /// Queues, inside the transaction that logs a job's `status` event, one delivery per subscription
 /// to that status (`job.<status>` or `job.*`).
 pub async fn enqueue_status(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     job_id: &str,
     status_data: &str,
 ) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, created_at) \
-         SELECT lower(hex(randomblob(16))), w.id, 'job.' || json_extract(?1, '$.status'), \
-                json_object('type', 'job.' || json_extract(?1, '$.status'), 'job_id', ?2, \
-                            'status', json_extract(?1, '$.status'), 'data', json(?1), 'created_at', ?3), ?3 \
-         FROM webhooks w WHERE EXISTS (SELECT 1 FROM json_each(w.events) e \
-                                       WHERE e.value IN ('job.*', 'job.' || json_extract(?1, '$.status'))) \
-         ORDER BY w.seq",
-    )
-    .bind(status_data)
-    .bind(job_id)
-    .bind(now_rfc3339())
-    .execute(&mut **tx)
-    .await?;
+    let data: serde_json::Value =
+        serde_json::from_str(status_data).map_err(|e| Error::Corrupt(format!("status event: {e}")))?;
+    let status = data["status"].as_str().unwrap_or_default().to_string();
+    let event = format!("job.{status}");
+    let hooks = sqlx::query("SELECT id, events FROM webhooks ORDER BY seq")
+        .fetch_all(&mut **tx)
+        .await?;
+    let now = now_rfc3339();
+    for hook in &hooks {
+        let events: Vec<String> = serde_json::from_str(&hook.try_get::<String, _>("events")?)
+            .map_err(|e| Error::Corrupt(format!("webhook events: {e}")))?;
+        if !events.iter().any(|e| e == "job.*" || *e == event) {
+            continue;
+        }
+        let payload = serde_json::json!({
+            "type": event,
+            "job_id": job_id,
+            "status": status,
+            "data": data,
+            "created_at": now,
+        });
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(hook.try_get::<String, _>("id")?)
+        .bind(&event)
+        .bind(payload.to_string())
+        .bind(&now)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -132,31 +151,43 @@ pub struct Due {
     pub secret: String,
 }
 
-/// Pending deliveries whose time has come, oldest first.
-pub async fn due(store: &Store, now_ms: i64, limit: i64) -> Result<Vec<Due>, Error> {
+/// Takes up to `limit` pending deliveries whose time has come, oldest first, and postpones them by
+/// `hold_ms` in the same statement, so the sender of another node (or a later round here) does not
+/// send them too while this one does; a delivery whose sender died is retried once that passes.
+pub async fn due(store: &Store, now_ms: i64, limit: i64, hold_ms: i64) -> Result<Vec<Due>, Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {cols}, w.url AS url, w.secret AS secret FROM webhook_deliveries d \
-         JOIN webhooks w ON w.id = d.webhook_id \
-         WHERE d.status = 'pending' AND d.next_attempt_ms <= ? ORDER BY d.next_attempt_ms, d.seq LIMIT ?",
-        cols = DELIVERY_COLUMNS
-            .split(", ")
-            .map(|c| format!("d.{c} AS {c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "UPDATE webhook_deliveries SET next_attempt_ms = $1 + $3 WHERE id IN \
+         (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_ms <= $1 \
+          ORDER BY next_attempt_ms, seq LIMIT $2{lock}) \
+         RETURNING {DELIVERY_COLUMNS}",
+        lock = store.backend().claim_lock()
     )))
     .bind(now_ms)
     .bind(limit)
+    .bind(hold_ms)
     .fetch_all(&store.pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Due {
-                delivery: delivery_from_row(r)?,
-                url: r.try_get("url")?,
-                secret: r.try_get("secret")?,
-            })
-        })
-        .collect()
+    let mut taken = rows
+        .iter()
+        .map(delivery_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    taken.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    let mut out = Vec::with_capacity(taken.len());
+    for delivery in taken {
+        let hook = sqlx::query("SELECT url, secret FROM webhooks WHERE id = $1")
+            .bind(&delivery.webhook_id)
+            .fetch_optional(&store.pool)
+            .await?;
+        // A subscription deleted in between took its deliveries with it.
+        if let Some(hook) = hook {
+            out.push(Due {
+                url: hook.try_get("url")?,
+                secret: hook.try_get("secret")?,
+                delivery,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Records one attempt: delivered, or when to try again (`None`: give up, `failed`).
@@ -174,8 +205,8 @@ pub async fn record_attempt(
         (false, None) => "failed",
     };
     sqlx::query(
-        "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?, \
-         next_attempt_ms = COALESCE(?, next_attempt_ms), delivered_at = CASE WHEN ? THEN ? END WHERE id = ?",
+        "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, last_status = $2, last_error = $3, \
+         next_attempt_ms = COALESCE($4, next_attempt_ms), delivered_at = CASE WHEN $5 THEN $6 END WHERE id = $7",
     )
     .bind(status)
     .bind(http_status)
@@ -192,7 +223,7 @@ pub async fn record_attempt(
 /// The latest `limit` deliveries of a subscription, newest first.
 pub async fn deliveries(store: &Store, webhook_id: &str, limit: i64) -> Result<Vec<DeliveryRow>, Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? ORDER BY seq DESC LIMIT ?"
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY seq DESC LIMIT $2"
     )))
     .bind(webhook_id)
     .bind(limit)

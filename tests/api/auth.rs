@@ -243,7 +243,7 @@ fn fitd(args: &[&str]) -> std::process::Output {
 async fn the_token_cli_creates_lists_and_revokes_on_the_database_of_a_running_server() {
     let mut token = String::new();
     let app = spawn_app_with(|c| {
-        let db = c.db.to_str().unwrap().to_string();
+        let db = c.db.to_url();
         let out = fitd(&[
             "token",
             "create",
@@ -259,7 +259,7 @@ async fn the_token_cli_creates_lists_and_revokes_on_the_database_of_a_running_se
     })
     .await;
     assert!(token.starts_with("fitd_") && token.len() == 69, "{token:?}");
-    let db = app.db_path().to_str().unwrap().to_string();
+    let db = app.db().to_url();
 
     let out = fitd(&["token", "list", "--db", &db]);
     let listed = String::from_utf8(out.stdout).unwrap();
@@ -319,7 +319,8 @@ async fn a_non_loopback_address_needs_tokens_or_an_explicit_opt_out() {
     let file = dir.path().join("admin-token");
     std::fs::write(&file, format!("{secret}\n")).unwrap();
     let app = spawn_app_with(|c| {
-        c.db = db.clone();
+        c.db = fitd::store::Db::Sqlite(db.clone());
+        c.data_dir = None;
         c.addr = "0.0.0.0:0".parse().unwrap();
         c.admin_token_file = Some(file.clone());
     })
@@ -456,7 +457,7 @@ async fn the_dashboard_signs_in_with_a_token_into_an_http_only_strict_cookie_tha
 async fn an_open_server_starts_requiring_tokens_soon_after_the_cli_creates_one() {
     let app = spawn_app().await;
     assert_eq!(send(&app, Method::GET, "/v1/jobs", None).await.status(), 200);
-    let db = app.db_path().to_str().unwrap().to_string();
+    let db = app.db().to_url();
     let out = fitd(&[
         "token", "create", "--db", &db, "--scope", "read", "--name", "late",
     ]);

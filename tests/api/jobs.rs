@@ -8,7 +8,7 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::support::{TestApp, assert_problem, error_fields, spawn_app, spawn_app_with};
+use super::support::{TestApp, assert_problem, error_fields, spawn_app, spawn_app_with, test_db};
 
 /// What the helpers need of a server: the in-process one, or the real binary in a child process.
 pub trait Http {
@@ -47,6 +47,16 @@ impl Http for TestApp {
 pub struct Remote {
     base: String,
     client: reqwest::Client,
+}
+
+impl Remote {
+    /// A client of the server at `base` (`http://127.0.0.1:<port>`).
+    pub fn new(base: String) -> Remote {
+        Remote {
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
 }
 
 impl Http for Remote {
@@ -735,22 +745,25 @@ pub struct Server {
     pub app: Remote,
 }
 
-/// Starts the real `fitd` binary on `db` with `workers` training threads.
-pub async fn start_binary(db: &std::path::Path, workers: usize) -> Server {
+/// Starts the real `fitd` binary on `db` with `workers` training threads. On PostgreSQL, where a
+/// restarted node takes a killed one's jobs over when their lease expires, the lease is 2 s.
+pub async fn start_binary(db: &fitd::store::Db, workers: usize) -> Server {
     let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fitd"))
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--workers",
-            &workers.to_string(),
-        ])
-        .arg("--db")
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("fitd starts");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fitd"));
+    cmd.args([
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--workers",
+        &workers.to_string(),
+        "--db",
+        &db.to_url(),
+    ]);
+    if let fitd::store::Db::Postgres(url) = db {
+        let data = std::env::temp_dir().join(format!("fitd-{}", url.rsplit('/').next().unwrap()));
+        cmd.arg("--data-dir").arg(data).args(["--job-lease-secs", "2"]);
+    }
+    let child = cmd.env("RUST_LOG", "warn").spawn().expect("fitd starts");
     let remote = Remote {
         base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
@@ -768,23 +781,21 @@ pub async fn start_binary(db: &std::path::Path, workers: usize) -> Server {
     Server { child, app: remote }
 }
 
-async fn saved_weights(db: &std::path::Path, saved_model_id: &str) -> Vec<u8> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+async fn saved_weights(db: &fitd::store::Db, saved_model_id: &str) -> Vec<u8> {
+    let data = tempfile::tempdir().unwrap();
+    let store = fitd::store::Store::open(db, Some(data.path())).await.unwrap();
+    let w = fitd::store::saved_models::get(&store, saved_model_id)
         .await
-        .unwrap();
-    let w: Vec<u8> = sqlx::query_scalar("SELECT weights FROM saved_models WHERE id = ?")
-        .bind(saved_model_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+        .unwrap()
+        .weights;
+    store.pool.close().await;
     w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_training_resumes_and_ends_bit_identical_to_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fitd.db");
+    let db = test_db(dir.path()).await;
     let mut s = start_binary(&db, 2).await;
     let ds = digits_dataset(&s.app).await;
     let model = digits_model(&s.app, 256).await;
@@ -900,7 +911,7 @@ async fn a_job_killed_mid_training_resumes_and_ends_bit_identical_to_an_uninterr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fitd.db");
+    let db = test_db(dir.path()).await;
     let mut s = start_binary(&db, 1).await;
     let ds = digits_dataset(&s.app).await;
     let model = digits_model(&s.app, 256).await;
@@ -939,18 +950,17 @@ async fn sigterm_puts_a_running_job_back_in_the_queue_and_the_next_start_finishe
         .unwrap()
         .unwrap();
     assert_eq!(names.last().map(String::as_str), Some("status"), "{names:?}");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let store = fitd::store::Store::open(&db, Some(scratch.path())).await.unwrap();
     let (status, data): (String, String) = sqlx::query_as(
         "SELECT j.status, e.data FROM jobs j JOIN job_events e ON e.job_id = j.id \
-         WHERE j.id = ? ORDER BY e.seq DESC LIMIT 1",
+         WHERE j.id = $1 ORDER BY e.seq DESC LIMIT 1",
     )
     .bind(&id)
-    .fetch_one(&pool)
+    .fetch_one(&store.pool)
     .await
     .unwrap();
-    pool.close().await;
+    store.pool.close().await;
     assert_eq!(status, "queued", "back in the queue");
     assert!(data.contains("\"queued\""), "{data}");
     assert!(

@@ -39,7 +39,11 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn metrics_count_requests_jobs_predictions_cache_streams_and_the_pool() {
     let app = spawn_app().await;
     let before = scrape(&app).await;
-    assert_eq!(value(&before, "fitd_db_pool_max_connections", &[]), 8.0);
+    let pool_max = match app.db() {
+        fitd::store::Db::Sqlite(_) => 8.0,
+        fitd::store::Db::Postgres(_) => 16.0,
+    };
+    assert_eq!(value(&before, "fitd_db_pool_max_connections", &[]), pool_max);
     assert_eq!(value(&before, "fitd_jobs", &[("status", "queued")]), 0.0);
 
     // Requests, counted by route template and status, never by raw URL.

@@ -170,7 +170,7 @@ async fn appending_to_a_model_a_job_used_returns_409() {
         .await
         .unwrap();
     let id = model["id"].as_str().unwrap();
-    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let store = app.open_store().await;
     fitd::store::models::lock(&store, id).await.unwrap();
     let res = app
         .post_json(&format!("/v1/models/{id}/layers"), &json!({"type": "flatten"}))

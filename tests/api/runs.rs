@@ -346,26 +346,33 @@ async fn an_unknown_job_cannot_be_listed_after() {
     assert_eq!(error_fields(&problem), ["after"]);
 }
 
-/// `PRAGMA page_count` and the rows a job has in each of its tables, read from the database file.
+/// The space the database uses and the rows a job has in each of its tables. Space is the file's
+/// `PRAGMA page_count` on SQLite; PostgreSQL returns space to the table only at a later vacuum, so
+/// there it is the bytes of stored checkpoints and weights.
 async fn db_facts(app: &TestApp, job: &str) -> (i64, i64) {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", app.db_path().display()))
-        .await
-        .unwrap();
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(&pool)
+    let store = app.open_store().await;
+    let space_sql = match app.db() {
+        fitd::store::Db::Sqlite(_) => "SELECT page_count FROM pragma_page_count()",
+        fitd::store::Db::Postgres(_) => {
+            "SELECT CAST((SELECT COALESCE(SUM(octet_length(state)), 0) FROM checkpoints) + \
+             (SELECT COALESCE(SUM(octet_length(weights)), 0) FROM saved_models) AS BIGINT)"
+        }
+    };
+    let space: i64 = sqlx::query_scalar(space_sql)
+        .fetch_one(&store.pool)
         .await
         .unwrap();
     let rows: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM job_epochs WHERE job_id = ?1) + \
-         (SELECT COUNT(*) FROM job_events WHERE job_id = ?1) + \
-         (SELECT COUNT(*) FROM checkpoints WHERE job_id = ?1) + (SELECT COUNT(*) FROM jobs WHERE id = ?1)",
+        "SELECT (SELECT COUNT(*) FROM job_epochs WHERE job_id = $1) + \
+         (SELECT COUNT(*) FROM job_events WHERE job_id = $1) + \
+         (SELECT COUNT(*) FROM checkpoints WHERE job_id = $1) + (SELECT COUNT(*) FROM jobs WHERE id = $1)",
     )
     .bind(job)
-    .fetch_one(&pool)
+    .fetch_one(&store.pool)
     .await
     .unwrap();
-    pool.close().await;
-    (pages, rows)
+    store.pool.close().await;
+    (space, rows)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

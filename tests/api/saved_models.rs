@@ -164,8 +164,8 @@ async fn a_warm_model_predicts_without_reading_sqlite() {
     let x = pixels(1, 784, 6);
     let before = predict(&app, &id, rows_json(&x, None)).await;
     // Take the row away behind the server's back: only the cache can answer now.
-    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
-    sqlx::query("DELETE FROM saved_models WHERE id = ?")
+    let store = app.open_store().await;
+    sqlx::query("DELETE FROM saved_models WHERE id = $1")
         .bind(&id)
         .execute(&store.pool)
         .await
@@ -232,11 +232,11 @@ async fn saved_models_are_listed_fetched_and_deleted() {
 async fn deleting_a_saved_model_a_running_job_continues_from_is_409() {
     let app = spawn_app().await;
     let (id, _) = book_saved_model(&app).await;
-    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let store = app.open_store().await;
     let now = fitd::store::now_rfc3339();
     sqlx::query(
         "INSERT INTO jobs (id, model_id, dataset_id, status, request, seed, epochs, created_at, updated_at) \
-         VALUES ('job-1', 'm', 'd', 'running', ?, 1, 3, ?, ?)",
+         VALUES ('job-1', 'm', 'd', 'running', $1, 1, 3, $2, $3)",
     )
     .bind(json!({"initial_weights": id}).to_string())
     .bind(&now)
@@ -793,11 +793,11 @@ async fn a_saved_model_can_be_made_from_any_stored_checkpoint() {
         }
     }
     let state = formats::encode(&state, Default::default());
-    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let store = app.open_store().await;
     let now = fitd::store::now_rfc3339();
     sqlx::query(
         "INSERT INTO jobs (id, model_id, dataset_id, status, request, seed, epochs, created_at, updated_at) \
-         VALUES ('job-7', ?, 'd', 'running', '{}', 1, 9, ?, ?)",
+         VALUES ('job-7', $1, 'd', 'running', '{}', 1, 9, $2, $3)",
     )
     .bind(&model_id)
     .bind(&now)
@@ -806,7 +806,7 @@ async fn a_saved_model_can_be_made_from_any_stored_checkpoint() {
     .await
     .unwrap();
     for epoch in [2, 4] {
-        sqlx::query("INSERT INTO checkpoints (job_id, epoch, state, metrics, created_at) VALUES ('job-7', ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO checkpoints (job_id, epoch, state, metrics, created_at) VALUES ('job-7', $1, $2, $3, $4)")
             .bind(epoch)
             .bind(&state)
             .bind(json!({"loss": 0.5, "val_accuracy": 0.75}).to_string())
@@ -920,7 +920,7 @@ async fn evaluate_reports_loss_accuracy_and_a_confusion_matrix_like_the_engine()
     assert_eq!(ev["n_samples"], 150);
     assert_eq!(ev["loss_name"], "sparse_categorical_crossentropy");
 
-    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let store = app.open_store().await;
     let arrays = fitd::store::datasets::load_arrays(&store, dataset_id)
         .await
         .unwrap();
@@ -1147,7 +1147,7 @@ async fn predict_bodies_over_the_predict_limit_are_413_even_when_streamed_or_onl
 /// The book model uploaded in a test whose upload limit is too small for its weights: stored directly.
 async fn book_saved_model_small(app: &TestApp) -> (String, Model) {
     let (model_id, model) = create_model(app, &book_model(), 7).await;
-    let store = fitd::store::Store::open(&app.db_path()).await.unwrap();
+    let store = app.open_store().await;
     let id = fitd::store::new_id();
     let spec = fitd::store::models::get(&store, &model_id).await.unwrap().spec;
     let row = fitd::store::saved_models::SavedModelRow {

@@ -388,7 +388,7 @@ fn settled(s: &Value) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_killed_mid_way_resumes_without_rerunning_or_changing_decisions() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fitd.db");
+    let db = super::support::test_db(dir.path()).await;
     let mut srv = start_binary(&db, 1).await;
     let ds = digits_dataset(&srv.app).await;
     let model = digits_model(&srv.app, 64).await;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use fitd::config::Config;
 use fitd::startup::Application;
+use fitd::store::Db;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -28,9 +29,37 @@ pub async fn spawn_app() -> TestApp {
 /// A server whose settings `tweak` may change (limits, mirror URLs, digests).
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("temporary directory"));
-    let mut config = Config::for_tests(dir.path().join("fitd.db"));
+    let mut config = Config::for_tests(test_db(dir.path()).await);
+    config.data_dir = data_dir_for(&config.db, dir.path());
     tweak(&mut config);
     start(config, dir).await
+}
+
+/// The PostgreSQL server the tests run against instead of SQLite, when `FITD_TEST_POSTGRES` holds
+/// its URL (a database on it the test user may connect to, e.g.
+/// `postgres://postgres:fitd@127.0.0.1/postgres`); `.ci/run` runs the API suite both ways.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("FITD_TEST_POSTGRES").ok().filter(|u| !u.is_empty())
+}
+
+/// A fresh, empty database for one test: `<dir>/fitd.db`, or a new PostgreSQL database on the
+/// `FITD_TEST_POSTGRES` server.
+pub async fn test_db(dir: &std::path::Path) -> Db {
+    let Some(admin) = postgres_url() else {
+        return Db::Sqlite(dir.join("fitd.db"));
+    };
+    fitd::store::backend::create_postgres_database(&admin, "fitd_test")
+        .await
+        .expect("creating a test database on FITD_TEST_POSTGRES")
+}
+
+/// The node's file directory: next to a SQLite file (the default), or inside the test's directory
+/// with PostgreSQL.
+pub fn data_dir_for(db: &Db, dir: &std::path::Path) -> Option<PathBuf> {
+    match db {
+        Db::Sqlite(_) => None,
+        Db::Postgres(_) => Some(dir.join("fitd-data")),
+    }
 }
 
 async fn start(config: Config, dir: std::sync::Arc<TempDir>) -> TestApp {
@@ -57,8 +86,16 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    pub fn db_path(&self) -> PathBuf {
+    /// The server's database.
+    pub fn db(&self) -> Db {
         self.config.db.clone()
+    }
+
+    /// A second connection to the server's database, as `fitd token` or another node opens it.
+    pub async fn open_store(&self) -> fitd::store::Store {
+        fitd::store::Store::open(&self.config.db, self.config.data_dir.as_deref())
+            .await
+            .expect("opening the server's database")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

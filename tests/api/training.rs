@@ -298,7 +298,7 @@ async fn a_database_from_before_terminate_on_nan_keeps_its_jobs_and_records_the_
     std::fs::create_dir(&old_migrations).unwrap();
     for f in ["0001_datasets_models.sql", "0002_jobs.sql"] {
         std::fs::copy(
-            format!("{}/migrations/{f}", env!("CARGO_MANIFEST_DIR")),
+            format!("{}/migrations/sqlite/{f}", env!("CARGO_MANIFEST_DIR")),
             old_migrations.join(f),
         )
         .unwrap();
@@ -334,7 +334,11 @@ async fn a_database_from_before_terminate_on_nan_keeps_its_jobs_and_records_the_
     .unwrap();
     pool.close().await;
 
-    let app = super::support::spawn_app_with(|c| c.db = db.clone()).await;
+    let app = super::support::spawn_app_with(|c| {
+        c.db = fitd::store::Db::Sqlite(db.clone());
+        c.data_dir = None;
+    })
+    .await;
     let j: Value = app.get("/v1/jobs/old-job").await.json().await.unwrap();
     assert_eq!(j["stop_reason"], "completed", "{j}");
     let h = history(&app, "old-job").await;
