@@ -17,7 +17,7 @@ const METHOD_WORDS = {
   grid: 'grid: every combination in order',
   random: 'random: seeded draws',
   asha: 'ASHA: random trials, the weaker ones stopped at rungs',
-  hyperband: 'Hyperband (successive halving): random trials, the weaker ones stopped at rungs',
+  hyperband: 'Hyperband: random trials in brackets of successive halving, the weaker ones of a bracket stopped at its rungs',
 };
 
 const searchName = (s) => s.request?.base?.name || shortId(s.id);
@@ -197,6 +197,7 @@ export async function searchPage(root, ctx, id) {
       return;
     }
     const paths = (s.request?.space || []).map((d) => d.path);
+    const brackets = trials.some((t) => Number.isFinite(t.bracket));
     const rows = trials.map((t, rank) => {
       const row = h(
         'tr',
@@ -213,6 +214,7 @@ export async function searchPage(root, ctx, id) {
         h('td', { class: 'num', 'data-testid': 'trial-objective' }, fmtNum(t.objective)),
         h('td', { class: 'num' }, t.objective_epoch ?? '–'),
         h('td', { class: 'num' }, Number.isFinite(t.epoch) ? t.epoch + 1 : 0),
+        brackets ? h('td', { class: 'num', 'data-testid': 'trial-bracket' }, t.bracket ?? '–') : null,
         paths.map((p) => h('td', { class: typeof t.params?.[p] === 'number' ? 'num' : null, 'data-path': p }, fmtValue(t.params?.[p]))),
         h('td', { class: 'error-cell' }, t.error || ''),
       );
@@ -222,7 +224,7 @@ export async function searchPage(root, ctx, id) {
     });
     clear(
       boardBox,
-      table(['Rank', 'Trial', 'Status', metric, 'Best epoch', 'Epochs', ...paths, 'Error'], rows, { class: 'leaderboard stack' }),
+      table(['Rank', 'Trial', 'Status', metric, 'Best epoch', 'Epochs', ...(brackets ? ['Bracket'] : []), ...paths, 'Error'], rows, { class: 'leaderboard stack' }),
       h('p', { class: 'muted' }, `Best first by ${objectiveName(s)}, the trial's best value over its epochs so far. Hover a row to pick out its curve and dots.`),
     );
   };

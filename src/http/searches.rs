@@ -17,6 +17,7 @@ use super::{ApiError, AppJson, AppQuery, AppState, Problem};
 use crate::domain::labels;
 use crate::jobs::search::{self as controller, trial_status};
 use crate::nn::FieldError;
+use crate::search::hyperband::{self, Bracket};
 use crate::search::{self, CreateSearchRequest, ObjectiveSpec};
 use crate::store::{self, searches::SearchRow, searches::TrialRow};
 
@@ -57,6 +58,9 @@ pub struct TrialView {
     pub objective_epoch: Option<i64>,
     /// Last completed epoch of its job.
     pub epoch: Option<i64>,
+    /// hyperband: its bracket's `s` (how many rungs it has; 0 trains every epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bracket: Option<u32>,
     /// asha / hyperband: the rung (0-based) it was stopped at, if it was.
     pub stopped_rung: Option<i64>,
     /// asha / hyperband: the highest rung it was promoted past.
@@ -112,8 +116,9 @@ pub struct SearchList {
     pub next: Option<String>,
 }
 
-fn trial_view(t: &TrialRow) -> Result<TrialView, ApiError> {
+fn trial_view(t: &TrialRow, brackets: Option<&[Bracket]>) -> Result<TrialView, ApiError> {
     Ok(TrialView {
+        bracket: brackets.map(|b| b[hyperband::bracket_of(b, t.trial as u64)].s),
         trial: t.trial,
         job_id: t.job_id.clone(),
         status: trial_status(t).to_string(),
@@ -145,7 +150,11 @@ async fn search_view(state: &AppState, row: SearchRow, with_trials: bool) -> Res
         })
         .transpose()?;
     let leaderboard = if with_trials {
-        let mut views = trials.iter().map(trial_view).collect::<Result<Vec<_>, _>>()?;
+        let brackets = request.hyperband_brackets();
+        let mut views = trials
+            .iter()
+            .map(|t| trial_view(t, brackets.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
         views.sort_by(|a, b| {
             let key = |v: &TrialView| v.objective.filter(|o| o.is_finite());
             match (key(a), key(b)) {

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use super::{EventHub, JobEvent};
 use crate::domain::job::{CreateJobRequest, JobStatus};
 use crate::domain::model::ModelSpec;
+use crate::search::hyperband::{self, Bracket};
 use crate::search::{self, CreateSearchRequest, Decision, Method, SearchPlan};
 use crate::store::jobs::{EventRow, JobRow};
 use crate::store::models::ModelRow;
@@ -38,9 +39,63 @@ pub struct TrialCtx {
     pub trial: i64,
     pub metric: String,
     pub maximize: bool,
-    /// ASHA's rungs (epoch counts) and reduction factor.
-    pub asha: Option<(Vec<u32>, u32)>,
+    /// asha / hyperband: where the trial is judged and against whom.
+    pub asha: Option<Rungs>,
     pub params: Value,
+}
+
+/// The rungs of a trial of an asha or hyperband search.
+#[derive(Debug, Clone)]
+pub struct Rungs {
+    /// Epoch counts at which the trial is judged.
+    pub epochs: Vec<u32>,
+    pub eta: u32,
+    /// hyperband: the brackets, as a trial is judged only against the trials of its own.
+    pub brackets: Option<Vec<Bracket>>,
+}
+
+impl Rungs {
+    /// The rungs of trial `n` under `method` (`None` for grid and random).
+    pub fn of(method: Method, n: u64) -> Option<Rungs> {
+        match method {
+            Method::Asha {
+                min_epochs,
+                max_epochs,
+                eta,
+            } => Some(Rungs {
+                epochs: search::rungs(min_epochs, max_epochs, eta),
+                eta,
+                brackets: None,
+            }),
+            Method::Hyperband {
+                min_epochs,
+                max_epochs,
+                eta,
+            } => {
+                let brackets = hyperband::brackets(min_epochs, max_epochs, eta);
+                let mine = hyperband::bracket_of(&brackets, n);
+                Some(Rungs {
+                    epochs: brackets[mine].rungs.clone(),
+                    eta,
+                    brackets: Some(brackets),
+                })
+            }
+            Method::Grid | Method::Random => None,
+        }
+    }
+
+    /// hyperband: the `s` of trial `n`'s bracket.
+    pub fn bracket(&self, n: i64) -> Option<u32> {
+        let br = self.brackets.as_ref()?;
+        Some(br[hyperband::bracket_of(br, n as u64)].s)
+    }
+
+    /// Whether trials `a` and `b` are judged against each other.
+    fn peers(&self, a: i64, b: i64) -> bool {
+        self.brackets
+            .as_ref()
+            .is_none_or(|br| hyperband::bracket_of(br, a as u64) == hyperband::bracket_of(br, b as u64))
+    }
 }
 
 /// A stored search's request, checked plan, base job and base model spec.
@@ -87,14 +142,7 @@ pub async fn trial_ctx(store: &Store, job_id: &str) -> Result<Option<TrialCtx>, 
     };
     let row = db::get(store, &t.search_id).await?;
     let loaded = load(&row).map_err(Error::Corrupt)?;
-    let asha = match loaded.plan.method {
-        Method::Asha {
-            min_epochs,
-            max_epochs,
-            eta,
-        } => Some((search::rungs(min_epochs, max_epochs, eta), eta)),
-        Method::Grid | Method::Random => None,
-    };
+    let asha = Rungs::of(loaded.plan.method, t.trial as u64);
     Ok(Some(TrialCtx {
         search_id: t.search_id,
         trial: t.trial,
@@ -113,7 +161,10 @@ pub async fn trial_started(
     job_id: &str,
     attempt: i64,
 ) -> Result<(), Error> {
-    let data = json!({"trial": t.trial, "job_id": job_id, "attempt": attempt, "params": t.params});
+    let mut data = json!({"trial": t.trial, "job_id": job_id, "attempt": attempt, "params": t.params});
+    if let Some(s) = t.asha.as_ref().and_then(|r| r.bracket(t.trial)) {
+        data["bracket"] = json!(s);
+    }
     let ev = db::add_event(store, &t.search_id, "trial_started", &data.to_string()).await?;
     publish(hub, &t.search_id, &[ev]);
     Ok(())
@@ -165,10 +216,10 @@ pub async fn at_rung(
     job_id: &str,
     epochs_done: usize,
 ) -> Result<Option<Decision>, Error> {
-    let Some((rungs, eta)) = &t.asha else {
+    let Some(rungs) = &t.asha else {
         return Ok(None);
     };
-    let Some(rung) = rungs.iter().position(|&r| r as usize == epochs_done) else {
+    let Some(rung) = rungs.epochs.iter().position(|&r| r as usize == epochs_done) else {
         return Ok(None);
     };
     let _guard = LOCK.lock().await;
@@ -179,10 +230,18 @@ pub async fn at_rung(
     let value = best_so_far(store, t, job_id, Some(epochs_done))
         .await?
         .map_or(f64::NAN, |b| b.1);
-    let earlier: Vec<f64> = taken.iter().map(|(_, v, _)| *v).collect();
-    let decision = search::decide(&earlier, value, *eta, t.maximize);
-    let data = json!({"trial": t.trial, "job_id": job_id, "rung": rung, "epochs": epochs_done,
+    // hyperband: the same rung number in another bracket is another rung.
+    let earlier: Vec<f64> = taken
+        .iter()
+        .filter(|(trial, _, _)| rungs.peers(*trial, t.trial))
+        .map(|(_, v, _)| *v)
+        .collect();
+    let decision = search::decide(&earlier, value, rungs.eta, t.maximize);
+    let mut data = json!({"trial": t.trial, "job_id": job_id, "rung": rung, "epochs": epochs_done,
                       "objective": value.is_finite().then_some(value), "rung_results": earlier.len() + 1});
+    if let Some(s) = rungs.bracket(t.trial) {
+        data["bracket"] = json!(s);
+    }
     let ev = db::record_decision(
         store,
         &t.search_id,

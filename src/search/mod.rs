@@ -3,6 +3,7 @@
 //! `jobs::search`.
 
 pub mod asha;
+pub mod hyperband;
 mod sampler;
 pub mod space;
 
@@ -273,7 +274,7 @@ mod tests {
         assert_eq!(rungs(1, 9, 3), vec![1, 3]);
         assert_eq!(rungs(2, 20, 2), vec![2, 4, 8, 16]);
         assert_eq!(rungs(5, 5, 3), Vec::<u32>::new());
-        let p = plan(&request("hyperband", three_dims())).unwrap();
+        let p = plan(&request("asha", three_dims())).unwrap();
         assert_eq!(
             p.method,
             Method::Asha {
@@ -281,6 +282,20 @@ mod tests {
                 max_epochs: 9,
                 eta: 3
             }
+        );
+        let p = plan(&request("hyperband", three_dims())).unwrap();
+        assert_eq!(
+            p.method,
+            Method::Hyperband {
+                min_epochs: 1,
+                max_epochs: 9,
+                eta: 3
+            }
+        );
+        assert_eq!(p.method.halving(), Some((1, 9, 3)));
+        assert_eq!(
+            plan(&request("random", three_dims())).unwrap().method.halving(),
+            None
         );
     }
 

@@ -35,7 +35,7 @@ impl SearchPlan {
                     .fold(1u64, |acc, (_, _, d)| acc.saturating_mul(d.grid_len()));
                 size.min(self.max_trials as u64)
             }
-            Method::Random | Method::Asha { .. } => self.max_trials as u64,
+            Method::Random | Method::Asha { .. } | Method::Hyperband { .. } => self.max_trials as u64,
         }
     }
 
@@ -53,7 +53,7 @@ impl SearchPlan {
                 }
                 out
             }
-            Method::Random | Method::Asha { .. } => {
+            Method::Random | Method::Asha { .. } | Method::Hyperband { .. } => {
                 let mut rng = SplitMix(self.seed ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03));
                 // Warm up so neighbouring seeds do not give correlated first draws.
                 rng.next_u64();

@@ -39,9 +39,11 @@ pub struct CreateSearchRequest {
     /// The dimensions searched, 1 to 16.
     pub space: Vec<DimensionSpec>,
     pub objective: ObjectiveSpec,
-    /// `grid` (every combination in order), `random` (seeded) or `asha` / `hyperband`
-    /// (asynchronous successive halving: random trials, stopped early at rungs unless their
-    /// objective is in the best `1 / reduction_factor` of the trials that reached the rung).
+    /// `grid` (every combination in order), `random` (seeded), `asha` (asynchronous successive
+    /// halving: random trials, stopped early at rungs unless their objective is in the best
+    /// `1 / reduction_factor` of the trials that reached the rung) or `hyperband` (brackets of
+    /// successive halving, from the most aggressive to one training every trial fully, laid out
+    /// as Keras Tuner's Hyperband; a trial is compared only with those of its bracket).
     pub method: String,
     /// Trials to run, 1 to 10000 (a grid runs at most its size).
     #[schema(minimum = 1, maximum = 10000)]
@@ -53,16 +55,31 @@ pub struct CreateSearchRequest {
     /// Seeds the sampler; random when omitted, and stored so the search resumes identically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// asha / hyperband: epochs of the first rung, at least 1 and less than `base.fit.epochs`
-    /// (default 1).
+    /// asha / hyperband: epochs of the first rung (hyperband: of its most aggressive bracket), at
+    /// least 1 and less than `base.fit.epochs` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub min_epochs: Option<u32>,
-    /// asha / hyperband: rung `k` is at `min_epochs * reduction_factor^k` epochs, and the best
-    /// `1 / reduction_factor` go on; 2 to 100 (default 3).
+    /// asha / hyperband: asha's rung `k` is at `min_epochs * reduction_factor^k` epochs
+    /// (hyperband: bracket `s` has rungs at `ceil(base.fit.epochs / reduction_factor^(s - k))`),
+    /// and the best `1 / reduction_factor` go on; 2 to 100 (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 2, maximum = 100)]
     pub reduction_factor: Option<u32>,
+}
+
+impl CreateSearchRequest {
+    /// asha / hyperband: `min_epochs` and `reduction_factor`, defaults filled in.
+    pub fn halving_settings(&self) -> (u32, u32) {
+        (self.min_epochs.unwrap_or(1), self.reduction_factor.unwrap_or(3))
+    }
+
+    /// hyperband: the brackets of one iteration.
+    pub fn hyperband_brackets(&self) -> Option<Vec<super::hyperband::Bracket>> {
+        let (min_epochs, eta) = self.halving_settings();
+        (self.method == "hyperband")
+            .then(|| super::hyperband::brackets(min_epochs, self.base.fit.epochs, eta))
+    }
 }
 
 /// One dimension: a field of the base job (`compile.optimizer.learning_rate`, `fit.batch_size`) or
@@ -110,12 +127,37 @@ pub struct ObjectiveSpec {
 pub enum Method {
     Grid,
     Random,
-    /// Asynchronous successive halving (`asha` or `hyperband`).
+    /// Asynchronous successive halving with one bracket (`asha`).
     Asha {
         min_epochs: u32,
         max_epochs: u32,
         eta: u32,
     },
+    /// Hyperband (`hyperband`): brackets of asynchronous successive halving, see `hyperband`.
+    Hyperband {
+        min_epochs: u32,
+        max_epochs: u32,
+        eta: u32,
+    },
+}
+
+impl Method {
+    /// asha and hyperband: `(min_epochs, max_epochs, eta)`.
+    pub fn halving(&self) -> Option<(u32, u32, u32)> {
+        match *self {
+            Method::Asha {
+                min_epochs,
+                max_epochs,
+                eta,
+            }
+            | Method::Hyperband {
+                min_epochs,
+                max_epochs,
+                eta,
+            } => Some((min_epochs, max_epochs, eta)),
+            Method::Grid | Method::Random => None,
+        }
+    }
 }
 
 /// One step of a path: an object key or a list index.
@@ -333,8 +375,7 @@ pub fn check(
         "grid" => Method::Grid,
         "random" => Method::Random,
         "asha" | "hyperband" => {
-            let min_epochs = req.min_epochs.unwrap_or(1);
-            let eta = req.reduction_factor.unwrap_or(3);
+            let (min_epochs, eta) = req.halving_settings();
             if min_epochs < 1 || min_epochs >= epochs.max(1) {
                 push(
                     &mut errors,
@@ -345,10 +386,18 @@ pub fn check(
             if !(2..=100).contains(&eta) {
                 push(&mut errors, "reduction_factor", "must be 2 to 100");
             }
-            Method::Asha {
-                min_epochs,
-                max_epochs: epochs,
-                eta,
+            if req.method == "asha" {
+                Method::Asha {
+                    min_epochs,
+                    max_epochs: epochs,
+                    eta,
+                }
+            } else {
+                Method::Hyperband {
+                    min_epochs,
+                    max_epochs: epochs,
+                    eta,
+                }
             }
         }
         other => {
@@ -360,7 +409,7 @@ pub fn check(
             Method::Random
         }
     };
-    if !matches!(method, Method::Asha { .. }) {
+    if method.halving().is_none() {
         if req.min_epochs.is_some() {
             push(&mut errors, "min_epochs", "applies to asha and hyperband only");
         }
@@ -393,7 +442,7 @@ pub fn check(
             push(&mut errors, at("path"), "is already a dimension");
             continue;
         }
-        if let Method::Asha { .. } = method
+        if method.halving().is_some()
             && !path.model
             && path.steps == [Step::Key("fit".into()), Step::Key("epochs".into())]
         {

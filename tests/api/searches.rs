@@ -1,6 +1,6 @@
 //! `/v1/searches`: validation naming fields, random search trials as jobs with a leaderboard and
-//! the best saved model, ASHA stopping trials at rungs, the search's SSE stream with replay,
-//! cancel, and resume after the process is killed.
+//! the best saved model, ASHA stopping trials at rungs, Hyperband judging trials within brackets,
+//! the search's SSE stream with replay, cancel, and resume after the process is killed.
 
 use std::time::{Duration, Instant};
 
@@ -319,6 +319,95 @@ async fn asha_stops_trials_at_rungs_and_the_stream_replays_from_last_event_id() 
 }
 
 #[tokio::test]
+async fn hyperband_judges_each_trial_only_within_its_bracket_at_that_brackets_rungs() {
+    let app = spawn_app().await;
+    let ds = digits_dataset(&app).await;
+    let model = digits_model(&app, 16).await;
+    // 4 epochs, factor 2: brackets of 4, 3 and 3 trials with rungs at [1, 2], [2] and none.
+    let mut body = search_body(&model, &ds, "hyperband", 4, 10);
+    body["min_epochs"] = json!(1);
+    body["reduction_factor"] = json!(2);
+    body["max_concurrent_trials"] = json!(3);
+    let s = create(&app, &body).await;
+    let id = s["id"].as_str().unwrap().to_string();
+    let events = read_search_events(&app, &id, None).await;
+    let s = get_search(&app, &id).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    let trials = s["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 10);
+    let bracket_of = |n: i64| match n {
+        0..=3 => 2,
+        4..=6 => 1,
+        _ => 0,
+    };
+    // Epochs each bracket's rungs are at.
+    let rung_epochs = |b: i64| match b {
+        2 => vec![1, 2],
+        1 => vec![2],
+        _ => vec![],
+    };
+    for t in trials {
+        let n = t["trial"].as_i64().unwrap();
+        let b = bracket_of(n);
+        assert_eq!(t["bracket"], b, "{t}");
+        let epochs = t["epoch"].as_i64().unwrap() + 1;
+        match t["status"].as_str().unwrap() {
+            "stopped" => {
+                let rung = t["stopped_rung"].as_i64().unwrap() as usize;
+                assert_eq!(epochs, rung_epochs(b)[rung], "{t}");
+            }
+            "succeeded" => {
+                assert_eq!(epochs, 4, "{t}");
+                let promoted = t["promoted_rung"].as_i64();
+                assert_eq!(promoted, (b > 0).then_some(b - 1), "{t}");
+            }
+            other => panic!("trial {n} ended {other}: {t}"),
+        }
+    }
+    // The last bracket trains every trial fully. (Which trials of the other brackets stop depends on
+    // the order they reach a rung: an arrival better than every earlier one always goes on.)
+    assert!(
+        trials
+            .iter()
+            .filter(|t| t["bracket"] == 0)
+            .all(|t| t["status"] == "succeeded")
+    );
+    // Decisions at a rung count only the trials of the same bracket: at each (bracket, rung) the
+    // results seen go 1, 2, 3, ... however the brackets' trials interleave.
+    let mut seen: std::collections::BTreeMap<(i64, i64), Vec<i64>> = Default::default();
+    for e in events
+        .iter()
+        .filter(|e| e.event == "trial_stopped" || e.event == "trial_promoted")
+    {
+        let b = e.data["bracket"].as_i64().unwrap();
+        assert_eq!(b, bracket_of(e.data["trial"].as_i64().unwrap()), "{:?}", e.data);
+        assert_eq!(
+            e.data["epochs"].as_i64().unwrap(),
+            rung_epochs(b)[e.data["rung"].as_u64().unwrap() as usize]
+        );
+        seen.entry((b, e.data["rung"].as_i64().unwrap()))
+            .or_default()
+            .push(e.data["rung_results"].as_i64().unwrap());
+    }
+    assert!(
+        seen.contains_key(&(2, 0)) && seen.contains_key(&(1, 0)),
+        "{seen:?}"
+    );
+    for (key, counts) in &seen {
+        assert_eq!(*counts, (1..=counts.len() as i64).collect::<Vec<_>>(), "{key:?}");
+    }
+    // Bracket 1's rung 0 saw all 3 of its trials; bracket 2's rung 0 all 4.
+    assert_eq!(seen[&(1, 0)].len(), 3);
+    assert_eq!(seen[&(2, 0)].len(), 4);
+    let started: Vec<i64> = events
+        .iter()
+        .filter(|e| e.event == "trial_started")
+        .map(|e| e.data["bracket"].as_i64().unwrap())
+        .collect();
+    assert_eq!(started.len(), 10);
+}
+
+#[tokio::test]
 async fn cancel_stops_the_whole_search() {
     let app = spawn_app().await;
     let ds = digits_dataset(&app).await;
@@ -392,7 +481,8 @@ async fn a_search_killed_mid_way_resumes_without_rerunning_or_changing_decisions
     let mut srv = start_binary(&db, 1).await;
     let ds = digits_dataset(&srv.app).await;
     let model = digits_model(&srv.app, 64).await;
-    let mut body = search_body(&model, &ds, "asha", 4, 6);
+    // Hyperband: brackets of 4, 3 and 3 trials, so the restart falls in the first or second.
+    let mut body = search_body(&model, &ds, "hyperband", 4, 6);
     body["min_epochs"] = json!(1);
     body["reduction_factor"] = json!(2);
     body["max_concurrent_trials"] = json!(1);
