@@ -1016,7 +1016,6 @@ pub struct ComparedParam {
     /// Dotted path, e.g. `compile.optimizer.learning_rate` or `callbacks[0].patience`.
     pub path: String,
     /// One value per job, in the order of `jobs`.
-    #[schema(value_type = Vec<Object>)]
     pub values: Vec<Value>,
     /// Whether the jobs disagree on it.
     pub differs: bool,

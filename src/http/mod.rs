@@ -89,8 +89,12 @@ pub fn api_router(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .nest("/v1", v1)
 }
 
-/// The OpenAPI document of the API, with each operation's token scope (see [`crate::auth::access`]).
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the API, with each operation's token scope (see [`crate::auth::access`]),
+/// as the JSON `/openapi.json` serves and `openapi/openapi.yaml` holds.
+///
+/// It stays a JSON value once completed: utoipa's own types cannot hold every schema the document
+/// needs (an array of any JSON values, `items: {}`, reads back as an array without `items`).
+pub fn openapi() -> serde_json::Value {
     let mut doc = api_router(1 << 30).into_openapi();
     document_security(&mut doc);
     complete_spec(doc)
@@ -166,7 +170,7 @@ fn document_security(doc: &mut utoipa::openapi::OpenApi) {
 /// Also keeps the document plain for client generators: named schemas instead of inline variants
 /// and a named enum for the optimizer's string form, and `additionalProperties: false` (which some
 /// generators cannot name) said in words.
-fn complete_spec(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+fn complete_spec(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     use serde_json::{Value, json};
     let mut v = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
     let problem = |description: &str| {
@@ -183,6 +187,23 @@ fn complete_spec(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                     ps.iter()
                         .any(|p| matches!(p["in"].as_str(), Some("query" | "header")))
                 });
+                // A header is text on the wire, and generated clients hand a header's value to
+                // their HTTP library as it is typed: a number there fails (httpx refuses an `int`).
+                if let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+                    for p in params.iter_mut().filter(|p| p["in"] == "header") {
+                        let types = &p["schema"]["type"];
+                        let integer = types == "integer"
+                            || types.as_array().is_some_and(|t| t.contains(&json!("integer")));
+                        if integer {
+                            p["schema"] = json!({"type": "string", "pattern": "^[0-9]+$"});
+                            let d = p["description"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .trim_end_matches('.');
+                            p["description"] = Value::String(format!("{d} (a decimal integer)."));
+                        }
+                    }
+                }
                 let json_body = op["requestBody"]["content"]
                     .as_object()
                     .is_some_and(|c| c.contains_key("application/json"));
@@ -280,10 +301,11 @@ fn complete_spec(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         }
     }
     strip_closed_objects(&mut v);
+    inline_maps(&mut v);
     if let Some(schemas) = v["components"]["schemas"].as_object_mut() {
         schemas.sort_keys();
     }
-    serde_json::from_value(v).expect("the completed OpenAPI document deserializes")
+    v
 }
 
 fn replace_ref(v: &mut serde_json::Value, from: &str, to: &str) {
@@ -297,6 +319,63 @@ fn replace_ref(v: &mut serde_json::Value, from: &str, to: &str) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(|x| replace_ref(x, from, to)),
         _ => {}
     }
+}
+
+/// Writes string-keyed maps where they are used instead of as named schemas of their own (a Rust
+/// type name such as `BTreeMap` means nothing to a client, and generators cannot name a schema that
+/// is only a map), and drops `propertyNames: {type: string}`, which every JSON object satisfies.
+fn inline_maps(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn drop_property_names(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if map.get("propertyNames") == Some(&serde_json::json!({"type": "string"})) {
+                    map.remove("propertyNames");
+                }
+                map.values_mut().for_each(drop_property_names);
+            }
+            Value::Array(items) => items.iter_mut().for_each(drop_property_names),
+            _ => {}
+        }
+    }
+    fn inline(v: &mut Value, maps: &serde_json::Map<String, Value>) {
+        match v {
+            Value::Object(map) => {
+                let target = map
+                    .get("$ref")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    .and_then(|name| maps.get(name));
+                if let Some(Value::Object(target)) = target {
+                    map.remove("$ref");
+                    for (key, value) in target {
+                        map.entry(key.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+                map.values_mut().for_each(|x| inline(x, maps));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|x| inline(x, maps)),
+            _ => {}
+        }
+    }
+    drop_property_names(v);
+    let Some(schemas) = v["components"]["schemas"].as_object_mut() else {
+        return;
+    };
+    let names: Vec<String> = schemas
+        .iter()
+        .filter(|(_, s)| {
+            s["type"] == "object" && s.get("additionalProperties").is_some() && s.get("properties").is_none()
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut maps = serde_json::Map::new();
+    for name in names {
+        if let Some(schema) = schemas.shift_remove(&name) {
+            maps.insert(name, schema);
+        }
+    }
+    inline(v, &maps);
 }
 
 /// Replaces `additionalProperties: false` with a sentence in the schema's description, and gives
@@ -341,7 +420,7 @@ fn strip_closed_objects(v: &mut serde_json::Value) {
 
 /// The OpenAPI document as YAML, what `fitd openapi` prints and `openapi/openapi.yaml` holds.
 pub fn openapi_yaml() -> anyhow::Result<String> {
-    Ok(openapi().to_yaml()?)
+    Ok(yaml_serde::to_string(&openapi())?)
 }
 
 /// The complete application: API routes, docs, and the middleware stack.
@@ -379,7 +458,7 @@ pub fn router(state: AppState) -> Router {
     let api = api
         .merge(datasets::extra_routes())
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec))
         .merge(dashboard::router());
     api.fallback(|| async {
         ApiError::Status {
